@@ -1,0 +1,1 @@
+"""sqlalchemy-rs-iam: Amazon Redshift IAM log-in for SQLAlchemy, configured from the engine URL."""
