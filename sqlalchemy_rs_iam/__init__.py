@@ -27,12 +27,12 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .connector import IamConnector
-    from .dbapi import connect, connector
+    from .dbapi import connect, get_connector
     from .plugin import RedshiftIAMPlugin, connector_for, stats
 
 _LAZY = {
     "connect": "dbapi",
-    "connector": "dbapi",
+    "get_connector": "dbapi",
     "IamConnector": "connector",
     "RedshiftIAMPlugin": "plugin",
     "connector_for": "plugin",
@@ -74,7 +74,7 @@ __all__ = [
     "ServiceUnavailableError",
     "__version__",
     "connect",
-    "connector",
     "connector_for",
+    "get_connector",
     "stats",
 ]

@@ -1,0 +1,88 @@
+"""DB-API use without SQLAlchemy: a ``redshift_connector`` connection with cached IAM credentials.
+
+Same parameter names as the URL, same process-wide cache as the SQLAlchemy plugin::
+
+    import sqlalchemy_rs_iam
+
+    conn = sqlalchemy_rs_iam.connect(workgroup="analytics", database="dev", region="us-east-1")
+    cur = conn.cursor()
+    cur.execute("select current_user")
+
+Keywords that are not plugin parameters (``ssl``, ``timeout``, ``application_name`` ...) go to
+``redshift_connector.connect``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .config import PARAMETERS, parse_config
+from .connector import IamConnector
+from .credentials import DbCredentials
+from .errors import ConfigurationError
+
+_CONNECTORS: dict[tuple[Any, ...], IamConnector] = {}
+_LOCK = threading.Lock()
+_MAX_CONNECTORS = 256
+
+
+def get_connector(
+    *,
+    database: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    user: str | None = None,
+    session: Any = None,
+    **params: Any,
+) -> IamConnector:
+    """The shared :class:`IamConnector` for a configuration (its ``stats`` count every ``connect()`` with it)."""
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise ConfigurationError(unknown[0], f"not a parameter of rs_iam (known: {', '.join(PARAMETERS)})")
+    config = parse_config(
+        params, database=database, host=host, port=port, username=user, username_parameter="user"
+    )
+    key = (config, id(session) if session is not None else None)
+    with _LOCK:
+        found = _CONNECTORS.get(key)
+        if found is None:
+            if len(_CONNECTORS) >= _MAX_CONNECTORS:  # unbounded distinct configs must not grow memory
+                _CONNECTORS.clear()
+            found = _CONNECTORS[key] = IamConnector(config, session=session)
+    return found
+
+
+def connect(
+    *,
+    database: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    user: str | None = None,
+    session: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """Open a ``redshift_connector`` connection authenticated with cached IAM temporary credentials.
+
+    ``session`` is an optional ``boto3.Session`` to use instead of the default credential chain.
+    """
+    if "password" in kwargs:
+        raise ConfigurationError("password", "must not be given: rs_iam fetches a temporary password")
+    plugin_params = {name: kwargs.pop(name) for name in PARAMETERS if name in kwargs}
+    conn = get_connector(database=database, host=host, port=port, user=user, session=session, **plugin_params)
+    import redshift_connector
+
+    database_name = conn.config.database
+
+    def open_(h: str, p: int, creds: DbCredentials) -> Any:
+        return redshift_connector.connect(
+            host=h,
+            port=p,
+            database=database_name,
+            user=creds.user,
+            password=creds.password,
+            iam=False,
+            **kwargs,
+        )
+
+    return conn.connect(open_)

@@ -1,0 +1,150 @@
+"""The SQLAlchemy adapter: a ``CreateEnginePlugin`` registered as ``rs_iam``.
+
+Configured entirely from the URL, so it works wherever a URL string goes (pandas, Alembic, Superset, Dask)::
+
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(
+        "redshift+redshift_connector:///dev?plugin=rs_iam&workgroup=analytics&region=us-east-1"
+    )
+    with engine.connect() as conn:
+        conn.execute(text("select current_user"))
+
+Programmatic use with a boto3 session you already hold::
+
+    engine = create_engine(
+        "redshift+redshift_connector:///dev?workgroup=analytics",
+        plugins=["rs_iam"],
+        rs_iam_session=boto3.Session(profile_name="analytics"),
+    )
+
+The plugin's parameters are validated when the engine is created (no AWS call) and removed from the URL
+before the dialect sees it; every other query parameter passes through to the dialect and driver.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import typing
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, CreateEnginePlugin, Engine
+
+from .cache import CacheStats
+from .config import PARAMETERS, parse_bool, parse_config, parse_int
+from .connector import IamConnector
+from .credentials import DbCredentials
+from .errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+#: Keyword arguments of ``create_engine`` the plugin takes (and removes).
+ENGINE_KWARGS = ("rs_iam_session",)
+
+_CONNECTORS: weakref.WeakKeyDictionary[Engine, IamConnector] = weakref.WeakKeyDictionary()
+
+
+class RedshiftIAMPlugin(CreateEnginePlugin):
+    """Injects cached Redshift IAM credentials (and the resolved host/port) into every new DB-API connection."""
+
+    def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
+        super().__init__(url, kwargs)
+        session = kwargs.pop("rs_iam_session", None)
+        params = {name: url.query[name] for name in PARAMETERS if name in url.query}
+        config = parse_config(
+            params,
+            database=url.database,
+            host=url.host,
+            port=url.port,
+            username=url.username,
+            password=url.password,
+        )
+        # Builds the boto3 session now (reads AWS config files, no network), so a missing profile or
+        # region fails here, at create_engine, not at the first checkout.
+        self.connector = IamConnector(config, session=session)
+
+    def update_url(self, url: URL) -> URL:
+        return url.difference_update_query(PARAMETERS)
+
+    def engine_created(self, engine: Engine) -> None:
+        _CONNECTORS[engine] = self.connector
+        event.listen(engine, "do_connect", self._do_connect)
+
+    def _do_connect(
+        self, dialect: Any, conn_rec: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
+    ) -> Any:
+        driver = getattr(dialect, "driver", "")
+        base = dict(cparams)
+        base.pop("password", None)
+        if driver == "redshift_connector":
+            _coerce_redshift_connector_params(base)
+            base["iam"] = False  # the plugin does IAM; the driver must not do it again on top
+
+        def open_(host: str, port: int, creds: DbCredentials) -> Any:
+            params = dict(base, host=host, port=port, user=creds.user, password=creds.password)
+            return dialect.connect(*cargs, **params)
+
+        if getattr(dialect, "is_async", False):
+            from .aio import connect_in_greenlet
+
+            return connect_in_greenlet(self.connector, open_)
+        return self.connector.connect(open_)
+
+
+def connector_for(engine: Engine) -> IamConnector:
+    """The :class:`IamConnector` behind an engine created with ``plugin=rs_iam``."""
+    target = getattr(engine, "sync_engine", engine)  # AsyncEngine wraps a sync Engine
+    try:
+        return _CONNECTORS[target]
+    except KeyError:
+        raise ValueError("this engine was not created with plugin=rs_iam") from None
+
+
+def stats(engine: Engine) -> Mapping[str, int]:
+    """Counters of an rs_iam engine: ``api_calls``, ``hits``, ``refreshes``, ``failures``, ``login_retries``.
+
+    >>> stats(engine)["api_calls"]   # doctest: +SKIP
+    1
+    """
+    result: CacheStats = connector_for(engine).stats
+    return result.snapshot()
+
+
+# redshift_connector takes booleans and integers, but a URL delivers strings, and "false" is truthy: the exact
+# trap that makes its iam=true silently do nothing. Convert them strictly, naming the parameter.
+def _coerce_redshift_connector_params(params: dict[str, Any]) -> None:
+    kinds = _redshift_connector_kinds()
+    for name, value in list(params.items()):
+        if not isinstance(value, str) or name not in kinds:
+            continue
+        if kinds[name] is bool:
+            params[name] = parse_bool(name, value)
+        else:
+            params[name] = parse_int(name, value, 0, 2**31 - 1)
+
+
+_KINDS: dict[str, type] | None = None
+
+
+def _redshift_connector_kinds() -> dict[str, type]:
+    global _KINDS
+    if _KINDS is None:
+        import redshift_connector
+
+        kinds: dict[str, type] = {}
+        hints = typing.get_type_hints(redshift_connector.connect)
+        for name in inspect.signature(redshift_connector.connect).parameters:
+            args = typing.get_args(hints.get(name)) or (hints.get(name),)
+            if bool in args:
+                kinds[name] = bool
+            elif int in args:
+                kinds[name] = int
+        _KINDS = kinds
+    return _KINDS
+
+
+__all__ = ["ENGINE_KWARGS", "ConfigurationError", "RedshiftIAMPlugin", "connector_for", "stats"]
