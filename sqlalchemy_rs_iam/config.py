@@ -56,14 +56,15 @@ _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
 # --- AWS constraints (../shared/seeds/: where two disagree, the newer API reference wins) ---------------
-_WORKGROUP_RE = re.compile(r"[a-z0-9-]{3,64}")
-_CUSTOM_DOMAIN_RE = re.compile(
+# Public: the stand-in's AWS emulator validates requests with these same patterns.
+WORKGROUP_RE = re.compile(r"[a-z0-9-]{3,64}")
+CUSTOM_DOMAIN_RE = re.compile(
     r"(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])"
 )
 # Redshift cluster identifiers: lowercase, first a letter, no trailing hyphen, no "--".
 _CLUSTER_RE = re.compile(r"[a-z](?!.*--)[a-z0-9-]{0,62}(?<!-)")
-_DB_OBJECT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+.@-]{0,63}")
-_DB_GROUP_RE = re.compile(r"[a-z][a-z0-9_+.@-]{0,63}")
+DB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+.@-]{0,63}")
+DB_GROUP_RE = re.compile(r"[a-z][a-z0-9_+.@-]{0,63}")
 _REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 _ROLE_ARN_RE = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 _ROLE_SESSION_RE = re.compile(r"[\w+=,.@-]{2,64}")
@@ -225,7 +226,7 @@ def parse_seconds(parameter: str, value: object, low: float, high: float) -> flo
 
 
 def check_workgroup(parameter: str, value: str) -> str:
-    if not _WORKGROUP_RE.fullmatch(value):
+    if not WORKGROUP_RE.fullmatch(value):
         raise ConfigurationError(
             parameter, f"{_show(value)} is not a workgroup name: 3-64 characters of a-z, 0-9 and '-'"
         )
@@ -233,7 +234,7 @@ def check_workgroup(parameter: str, value: str) -> str:
 
 
 def check_custom_domain(parameter: str, value: str) -> str:
-    if len(value) > 253 or not _CUSTOM_DOMAIN_RE.fullmatch(value):
+    if len(value) > 253 or not CUSTOM_DOMAIN_RE.fullmatch(value):
         raise ConfigurationError(
             parameter,
             f"{_show(value)} is not a custom domain name: a DNS name such as sql.example.com "
@@ -265,18 +266,18 @@ def _check_db_object(parameter: str, value: str, what: str, pattern: re.Pattern[
 
 
 def check_db_name(parameter: str, value: str) -> str:
-    return _check_db_object(parameter, value, "database name", _DB_OBJECT_RE, "letters")
+    return _check_db_object(parameter, value, "database name", DB_NAME_RE, "letters")
 
 
 def check_db_user(parameter: str, value: str) -> str:
-    _check_db_object(parameter, value, "database user name", _DB_OBJECT_RE, "letters")
+    _check_db_object(parameter, value, "database user name", DB_NAME_RE, "letters")
     if value.upper() == "PUBLIC":
         raise ConfigurationError(parameter, "'PUBLIC' cannot be used as a database user name")
     return value
 
 
 def check_db_group(parameter: str, value: str) -> str:
-    return _check_db_object(parameter, value, "database group name", _DB_GROUP_RE, "lowercase letters")
+    return _check_db_object(parameter, value, "database group name", DB_GROUP_RE, "lowercase letters")
 
 
 def check_region(parameter: str, value: str) -> str:

@@ -44,6 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
 
+from sqlalchemy_rs_iam.config import CUSTOM_DOMAIN_RE, DB_GROUP_RE, DB_NAME_RE, WORKGROUP_RE
 from sqlalchemy_rs_iam.testing.emulator_wire import (
     JSON_TARGET_PREFIX,
     SERVICE_PROTOCOLS,
@@ -70,10 +71,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_ACCOUNT = "123456789012"
 
 # Constraints from the API references (seeds 003/004).
-_WORKGROUP_RE = re.compile(r"[a-z0-9-]+")
-_DOMAIN_RE = re.compile(r"(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])")
-_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+.@-]{0,63}")  # dbName / DbUser
-_GROUP_RE = re.compile(r"[a-z][a-z0-9_+.@-]{0,63}")  # DbGroups: lower-case only
+_WORKGROUP_RE = WORKGROUP_RE
+_DOMAIN_RE = CUSTOM_DOMAIN_RE
+_NAME_RE = DB_NAME_RE  # dbName / DbUser
+_GROUP_RE = DB_GROUP_RE  # DbGroups: lower-case only
 _SESSION_NAME_RE = re.compile(r"[\w+=,.@-]*")
 _ROLE_ARN_RE = re.compile(r"arn:aws[a-z-]*:iam::(?P<account>\d{12}):role/(?:[^/]+/)*(?P<name>[\w+=,.@-]+)")
 DB_DURATION_RANGE = (900, 3600)
