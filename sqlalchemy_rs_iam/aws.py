@@ -85,6 +85,10 @@ _SECRET_PATTERNS = (
     re.compile(r'("(?:dbPassword|DbPassword|SecretAccessKey|SessionToken)"\s*:\s*")[^"]*(")'),
     re.compile(r"(<(?:DbPassword|SecretAccessKey|SessionToken)>)[^<]*(</)"),
     re.compile(r"('(?:dbPassword|DbPassword|SecretAccessKey|SessionToken)'\s*:\s*')[^']*(')"),
+    # A role session's token travels as a header: botocore.endpoint logs the request headers
+    # ('X-Amz-Security-Token': b'...') and botocore.auth the canonical request (x-amz-security-token:...).
+    re.compile(r"('X-Amz-Security-Token'\s*:\s*b?')[^']*(')", re.IGNORECASE),
+    re.compile(r"^(x-amz-security-token:)[^\n]*()", re.IGNORECASE | re.MULTILINE),
 )
 
 
@@ -115,8 +119,9 @@ class _RedactingFilter(logging.Filter):
 
 _REDACTING_FILTER = _RedactingFilter()
 # Filters on a logger do not apply to its children, so each logger that may print bodies gets one.
-for _name in ("botocore", "botocore.parsers", "botocore.endpoint", "botocore.hooks", "botocore.httpsession",
-              "botocore.retryhandler", "botocore.credentials", "boto3", "urllib3.connectionpool"):  # fmt: skip
+for _name in ("botocore", "botocore.auth", "botocore.parsers", "botocore.endpoint", "botocore.hooks",
+              "botocore.httpsession", "botocore.retryhandler", "botocore.credentials", "boto3",
+              "urllib3.connectionpool"):  # fmt: skip
     logging.getLogger(_name).addFilter(_REDACTING_FILTER)
 
 
@@ -166,6 +171,10 @@ class AwsClients:
                     self._identity = self._compute_identity()
                 identity = self._identity
         return identity
+
+    def identity_known(self) -> bool:
+        """True once :meth:`identity` has been computed (it may read files or call out the first time)."""
+        return self._identity is not None
 
     def _compute_identity(self) -> str:
         source_key = "-"

@@ -132,9 +132,11 @@ class AwsOptions:
     role_arn: str | None = None
     role_session_name: str = DEFAULT_ROLE_SESSION_NAME
     external_id: str | None = None
-    connect_timeout: float = 5.0
-    read_timeout: float = 10.0
-    max_attempts: int = 5
+    # GetCredentials answers in ~100 ms; these bound a dead or hung endpoint to ~25 s in the worst case
+    # (3 attempts x (2 s + 5 s) plus botocore's backoff) instead of minutes.
+    connect_timeout: float = 2.0
+    read_timeout: float = 5.0
+    max_attempts: int = 3
 
     def __repr__(self) -> str:
         # external_id is a shared secret-ish value in cross-account setups: never print it.
@@ -306,10 +308,10 @@ def check_endpoint_url(parameter: str, value: str) -> str:
 def parse_config(
     params: Mapping[str, object],
     *,
-    database: str | None,
-    host: str | None = None,
-    port: int | None = None,
-    username: str | None = None,
+    database: object,
+    host: object = None,
+    port: object = None,
+    username: object = None,
     password: object = None,
     host_parameter: str = "host",
     username_parameter: str = "username",
@@ -333,8 +335,12 @@ def parse_config(
             "credentials itself); remove iam=true",
         )
 
+    # connect() passes these straight from the caller: anything but text is a clear error, not a TypeError.
+    host_text = _text_part(host_parameter, host)
+    username = _text_part(username_parameter, username)
+    database = _text_part(database_parameter, database)
     region = p.text("region", check_region)
-    explicit_host = host.strip().lower() if host else None
+    explicit_host = host_text.strip().lower() if host_text else None
     implied: Target | None = None
     host_region: str | None = None
     if explicit_host:
@@ -406,12 +412,12 @@ def parse_config(
         role_arn=p.text("role_arn", _check_role_arn),
         role_session_name=p.text("role_session_name", _check_role_session_name) or DEFAULT_ROLE_SESSION_NAME,
         external_id=p.text("external_id", _check_external_id),
-        connect_timeout=_opt_seconds(p, "aws_connect_timeout", 5.0),
-        read_timeout=_opt_seconds(p, "aws_read_timeout", 10.0),
+        connect_timeout=_opt_seconds(p, "aws_connect_timeout", AwsOptions.connect_timeout),
+        read_timeout=_opt_seconds(p, "aws_read_timeout", AwsOptions.read_timeout),
         max_attempts=(
             parse_int("aws_max_attempts", p.scalar("aws_max_attempts"), 1, 20)
             if "aws_max_attempts" in params
-            else 5
+            else AwsOptions.max_attempts
         ),
     )
     for dependent in ("role_session_name", "external_id"):
@@ -429,6 +435,13 @@ def parse_config(
         host=conn_host,
         port=port,
     )
+
+
+def _text_part(parameter: str, value: object) -> str | None:
+    """A URL part handed over by ``connect()``: None or text, anything else is a clear error."""
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(parameter, f"{_show(value)} is not text")
+    return value
 
 
 def _choose_target(p: _Params, implied: Target | None, host: str | None, host_parameter: str) -> Target:

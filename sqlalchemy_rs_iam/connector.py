@@ -147,6 +147,14 @@ class IamConnector:
         host, port = ENDPOINTS.get(self._endpoint_key(), self._resolve)
         return host, c.port or port
 
+    def cached_endpoint(self) -> tuple[str, int] | None:
+        """(host, port) if known without waiting on AWS (explicit, or resolved and cached); else None."""
+        c = self.config
+        if c.host is not None:
+            return c.host, c.port or 5439
+        found = ENDPOINTS.peek(self._endpoint_key(), self._resolve)
+        return None if found is None else (found[0], c.port or found[1])
+
     def _resolve(self) -> tuple[str, int]:
         self.stats.incr("api_calls")
         return self.clients.resolve_endpoint(self.config.target)
@@ -170,7 +178,8 @@ class IamConnector:
         thread, so the event loop never blocks); credentials the cache can hand out at once skip it.
         """
         run: Callable[[Callable[[], Any]], Any] = call_blocking or (lambda fn: fn())
-        host, port = run(self.endpoint) if self.endpoint_is_resolved() else self.endpoint()
+        cached = self.cached_endpoint() if call_blocking is not None else None
+        host, port = cached or (run(self.endpoint) if self.endpoint_is_resolved() else self.endpoint())
         creds = self.cached_credentials() if call_blocking is not None else None
         if creds is None:
             creds = run(self.credentials)

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import typing
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, CreateEnginePlugin, Engine
+from sqlalchemy.engine import URL, CreateEnginePlugin, Engine, ExceptionContext
 
 from .cache import CacheStats
 from .config import PARAMETERS, parse_bool, parse_config, parse_int
@@ -73,6 +74,8 @@ class RedshiftIAMPlugin(CreateEnginePlugin):
     def engine_created(self, engine: Engine) -> None:
         _CONNECTORS[engine] = self.connector
         event.listen(engine, "do_connect", self._do_connect)
+        if getattr(engine.dialect, "driver", "") == "redshift_connector":
+            event.listen(engine, "handle_error", _mark_redshift_connector_disconnects)
 
     def _do_connect(
         self, dialect: Any, conn_rec: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
@@ -93,6 +96,22 @@ class RedshiftIAMPlugin(CreateEnginePlugin):
 
             return connect_in_greenlet(self.connector, open_)
         return self.connector.connect(open_)
+
+
+# sqlalchemy-redshift's redshift_connector dialect reports no error as a disconnect: after a database restart
+# (or an idle timeout) the pool would keep handing out dead connections, and pool_pre_ping would raise instead
+# of reconnecting. These are the messages redshift_connector raises for a dead socket.
+_RC_DISCONNECT = re.compile(r"BrokenPipe|server socket closed|connection is closed|communication error")
+
+
+def _mark_redshift_connector_disconnects(context: ExceptionContext) -> None:
+    exc = context.original_exception
+    if (
+        not context.is_disconnect
+        and type(exc).__name__ == "InterfaceError"
+        and _RC_DISCONNECT.search(str(exc))
+    ):
+        context.is_disconnect = True  # the pool invalidates it (and, pre-pinging, reconnects)
 
 
 def connector_for(engine: Engine) -> IamConnector:

@@ -51,7 +51,9 @@ def test_custom_domain_defaults_to_serverless_and_is_the_host() -> None:
 
 
 def test_custom_domain_provisioned_with_explicit_host_port() -> None:
-    c = cfg(custom_domain="sql.example.com", service="provisioned", db_user="alice", host="127.0.0.1", port=6000)
+    c = cfg(
+        custom_domain="sql.example.com", service="provisioned", db_user="alice", host="127.0.0.1", port=6000
+    )
     assert c.target.service is Service.PROVISIONED
     assert c.operation == "GetClusterCredentials"
     assert (c.host, c.port) == ("127.0.0.1", 6000)
@@ -126,7 +128,9 @@ def test_workgroup_accepts(name: str) -> None:
     assert cfg(workgroup=name).target.workgroup == name
 
 
-@pytest.mark.parametrize("domain", ["localhost", "-a.example.com", "a-.example.com", "a..com", "a" * 64 + ".com"])
+@pytest.mark.parametrize(
+    "domain", ["localhost", "-a.example.com", "a-.example.com", "a..com", "a" * 64 + ".com"]
+)
 def test_custom_domain_pattern(domain: str) -> None:
     assert error(custom_domain=domain).parameter == "custom_domain"
 
@@ -280,7 +284,9 @@ def test_port_range() -> None:
 # --- scalar parsers ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text,expected", [("true", True), ("No", False), ("1", True), ("0", False), (True, True)])
+@pytest.mark.parametrize(
+    "text,expected", [("true", True), ("No", False), ("1", True), ("0", False), (True, True)]
+)
 def test_parse_bool(text: object, expected: bool) -> None:
     assert parse_bool("p", text) is expected
 
