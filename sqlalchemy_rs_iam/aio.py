@@ -63,7 +63,7 @@ def connect_in_greenlet(connector: IamConnector, open_: Callable[[str, int, DbCr
     """
     # The first credential_key() reads the AWS credential chain (files, and for SSO / credential_process
     # profiles possibly a subprocess or HTTP call): do that once in a thread too.
-    if getattr(connector.clients, "_identity", None) is None:
+    if not connector.clients.identity_known():
         _in_thread(connector.clients.identity)
     return connector.connect(open_, call_blocking=_in_thread)
 
