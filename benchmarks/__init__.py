@@ -1,0 +1,1 @@
+"""Benchmarks of sqlalchemy-rs-iam against the usual alternatives (run ``python benchmarks/run.py``)."""
