@@ -34,11 +34,6 @@ def async_url(rs, driver: str, **params) -> str:
     return rs.url(driver, **params)
 
 
-@pytest.fixture
-def rs(rs_standin_clean, rs_iam_env):
-    return rs_standin_clean
-
-
 class Ticker:
     """A coroutine that records when it ran: a blocked loop shows up as a long gap."""
 

@@ -59,11 +59,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def rs(rs_standin_clean, rs_iam_env):
-    return rs_standin_clean
-
-
 TARGET = ("--workgroup", "analytics", "--database", "dev")
 
 

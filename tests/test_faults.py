@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 import sqlalchemy as sa
+from helpers import api_calls, current_user
 from sqlalchemy.pool import NullPool
 
 import sqlalchemy_rs_iam
@@ -35,26 +36,12 @@ from sqlalchemy_rs_iam.testing.store import CredentialStore
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def rs(rs_standin_clean: RedshiftStandIn, rs_iam_env: dict[str, str]) -> Iterator[RedshiftStandIn]:
-    yield rs_standin_clean
-
-
-def user(engine: sa.engine.Engine) -> str:
-    with engine.connect() as conn:
-        return str(conn.execute(sa.text("select current_user")).scalar())
-
-
-def http_calls(rs: RedshiftStandIn, operation: str) -> int:
-    return len(rs.emulator.calls_for(operation))
-
-
 def hammer(engine: sa.engine.Engine, n: int, expected: str) -> int:
     """``n`` sequential checkouts; returns how many failed (a wrong user counts as a failure)."""
     failed = 0
     for _ in range(n):
         try:
-            failed += user(engine) != expected
+            failed += current_user(engine) != expected
         except Exception:
             failed += 1
     return failed
@@ -85,7 +72,7 @@ def test_cold_cache_throttling_and_5xx_are_absorbed_by_retries(
     rs.emulator.faults.server_error(operation, 1)
     engine = sa.create_engine(rs.url(**url_kw), poolclass=NullPool)
     assert hammer(engine, 3, expected) == 0
-    assert http_calls(rs, operation) == 3  # two failed attempts, one success, then cached
+    assert api_calls(rs, operation) == 3  # two failed attempts, one success, then cached
     answers = [c.status for c in rs.emulator.calls_for(operation)]
     assert sorted(answers) == [200, 400, 500]
     assert sqlalchemy_rs_iam.stats(engine)["failures"] == 0
@@ -97,7 +84,7 @@ def test_warm_cache_makes_aws_faults_invisible(rs: RedshiftStandIn) -> None:
         sa.create_engine(rs.url("psycopg2", cluster=rs.cluster, user=rs.db_user), poolclass=NullPool),
     ]
     for engine, expected in zip(engines, ("IAM:alice-dev", "alice"), strict=True):
-        assert user(engine) == expected
+        assert current_user(engine) == expected
     rs.emulator.reset_calls()
     for op in ("*", "GetCredentials", "GetClusterCredentials", "GetWorkgroup", "DescribeClusters"):
         rs.emulator.faults.throttle(op, 50)
@@ -133,14 +120,14 @@ def test_unreachable_aws_fails_fast_and_names_endpoint_and_region(rs: RedshiftSt
     engine = sa.create_engine(rs.url(aws_endpoint_url=endpoint, aws_max_attempts="2"), poolclass=NullPool)
     started = time.monotonic()
     with pytest.raises(errors.ServiceUnavailableError) as info:
-        user(engine)
+        current_user(engine)
     assert time.monotonic() - started < 30
     message = str(info.value)
     assert endpoint in message and rs.region in message and "GetWorkgroup" in message
     assert info.value.region == rs.region and info.value.__cause__ is not None
     # The failure is remembered briefly (negative cache): an outage does not turn every connect into a call.
     with pytest.raises(errors.ServiceUnavailableError):
-        user(engine)
+        current_user(engine)
 
 
 def test_hanging_aws_with_cold_cache_is_bounded(rs: RedshiftStandIn) -> None:
@@ -150,11 +137,11 @@ def test_hanging_aws_with_cold_cache_is_bounded(rs: RedshiftStandIn) -> None:
     )
     started = time.monotonic()
     with pytest.raises(errors.ServiceUnavailableError) as info:
-        user(engine)
+        current_user(engine)
     assert time.monotonic() - started < 15
     assert rs.aws_endpoint_url in str(info.value) and rs.region in str(info.value)
     assert "ReadTimeout" in str(info.value)
-    assert http_calls(rs, "GetCredentials") == 2
+    assert api_calls(rs, "GetCredentials") == 2
 
 
 def test_hanging_aws_with_warm_cache_serves_until_stale(rs: RedshiftStandIn) -> None:
@@ -163,7 +150,7 @@ def test_hanging_aws_with_warm_cache_serves_until_stale(rs: RedshiftStandIn) -> 
     engine = sa.create_engine(
         rs.url(aws_read_timeout="0.4", aws_connect_timeout="0.4", aws_max_attempts="2"), poolclass=NullPool
     )
-    assert user(engine) == "IAM:alice-dev"
+    assert current_user(engine) == "IAM:alice-dev"
     rs_connector = sqlalchemy_rs_iam.connector_for(engine)
     creds = rs_connector.cached_credentials()
     assert creds is not None
@@ -178,14 +165,14 @@ def test_hanging_aws_with_warm_cache_serves_until_stale(rs: RedshiftStandIn) -> 
         connects += 1
         time.sleep(0.05)
     assert failed == 0 and connects > 20
-    assert http_calls(rs, "GetCredentials") >= 3  # 1 + at least one refresh of 2 timed-out attempts
+    assert api_calls(rs, "GetCredentials") >= 3  # 1 + at least one refresh of 2 timed-out attempts
     assert sqlalchemy_rs_iam.stats(engine)["failures"] >= 1
     assert sqlalchemy_rs_iam.stats(engine)["login_retries"] == 0
 
     time.sleep(max(0.0, stale_at - time.time()) + 0.1)
     started = time.monotonic()
     with pytest.raises(errors.ServiceUnavailableError):
-        user(engine)  # no usable credential left: a clear, bounded error
+        current_user(engine)  # no usable credential left: a clear, bounded error
     assert time.monotonic() - started < 15
 
 
@@ -194,7 +181,7 @@ def test_hanging_aws_with_warm_cache_serves_until_stale(rs: RedshiftStandIn) -> 
 
 def test_revoked_credential_concurrent_logins_refetch_once(rs: RedshiftStandIn) -> None:
     engine = sa.create_engine(rs.url(), poolclass=NullPool)
-    assert user(engine) == "IAM:alice-dev"
+    assert current_user(engine) == "IAM:alice-dev"
     assert rs.emulator.revoke("IAM:alice-dev") >= 1
     barrier = threading.Barrier(8)
     results: list[str] = []
@@ -203,7 +190,7 @@ def test_revoked_credential_concurrent_logins_refetch_once(rs: RedshiftStandIn) 
     def worker() -> None:
         try:
             barrier.wait(10)
-            results.append(user(engine))
+            results.append(current_user(engine))
         except BaseException as exc:  # asserted below
             failures.append(exc)
 
@@ -213,14 +200,14 @@ def test_revoked_credential_concurrent_logins_refetch_once(rs: RedshiftStandIn) 
     for t in threads:
         t.join(30)
     assert failures == [] and results == ["IAM:alice-dev"] * 8
-    assert http_calls(rs, "GetCredentials") == 2  # one refetch, shared by all eight refused logins
+    assert api_calls(rs, "GetCredentials") == 2  # one refetch, shared by all eight refused logins
     assert sqlalchemy_rs_iam.stats(engine)["login_retries"] == 8
 
 
 def test_credential_expired_early_on_the_server_is_refetched_once(rs: RedshiftStandIn) -> None:
     engine = sa.create_engine(rs.url("psycopg2", cluster=rs.cluster, user=rs.db_user), poolclass=NullPool)
     other = sa.create_engine(rs.url(), poolclass=NullPool)
-    assert user(engine) == "alice" and user(other) == "IAM:alice-dev"
+    assert current_user(engine) == "alice" and current_user(other) == "IAM:alice-dev"
     store = rs.store
     # The server lets the credential expire before the expiration it announced (no public hook for this).
     with store._lock:
@@ -229,8 +216,8 @@ def test_credential_expired_early_on_the_server_is_refetched_once(rs: RedshiftSt
         ]
     assert hammer(engine, 5, "alice") == 0
     assert hammer(other, 5, "IAM:alice-dev") == 0  # another user's credential is untouched
-    assert http_calls(rs, "GetClusterCredentials") == 2
-    assert http_calls(rs, "GetCredentials") == 1
+    assert api_calls(rs, "GetClusterCredentials") == 2
+    assert api_calls(rs, "GetCredentials") == 1
     assert sqlalchemy_rs_iam.stats(engine)["login_retries"] == 1
     assert sqlalchemy_rs_iam.stats(other)["login_retries"] == 0
 
@@ -253,7 +240,7 @@ def test_pool_recovers_from_a_database_restart(rs: RedshiftStandIn, driver: str,
     # whole pool, so exactly one statement fails.
     assert failed == (0 if pre_ping else 1)
     assert rs.front.logins_accepted - logins >= 1  # fresh connects...
-    assert http_calls(rs, "GetCredentials") == 1  # ... with the still-valid cached credential
+    assert api_calls(rs, "GetCredentials") == 1  # ... with the still-valid cached credential
     engine.dispose()
 
 
@@ -366,14 +353,14 @@ def _wait_child(pid: int, timeout: float = 60.0) -> int:
 
 def test_fork_with_warm_cache_and_locks_held(rs: RedshiftStandIn) -> None:
     warm = sa.create_engine(rs.url())  # QueuePool, as under gunicorn --preload
-    assert user(warm) == "IAM:alice-dev"
+    assert current_user(warm) == "IAM:alice-dev"
     cold = sa.create_engine(rs.url(aws_profile="rs-iam-b"), poolclass=NullPool)
     # A fetch for another key is in flight (its first AWS call hangs) when the fork happens.
     rs.emulator.faults.hang("GetCredentials", 2, n=1)
     in_flight = threading.Thread(target=lambda: hammer(cold, 1, "IAM:bob-ops"), daemon=True)
     in_flight.start()
     deadline = time.monotonic() + 10
-    while http_calls(rs, "GetCredentials") < 2 and time.monotonic() < deadline:
+    while api_calls(rs, "GetCredentials") < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     # ... and another thread holds every lock of ours.
     holding, release = threading.Event(), threading.Event()
@@ -395,7 +382,7 @@ def test_fork_with_warm_cache_and_locks_held(rs: RedshiftStandIn) -> None:
         try:
             os.close(read_fd)
             warm.dispose(close=False)  # the parent's pooled sockets are not ours
-            results = (user(warm), user(warm), user(cold))
+            results = (current_user(warm), current_user(warm), current_user(cold))
             os.write(write_fd, repr(results).encode())
             code = 0 if results == ("IAM:alice-dev", "IAM:alice-dev", "IAM:bob-ops") else 71
         except BaseException:
@@ -427,14 +414,14 @@ def _worker_init() -> None:
 
 
 def _worker_user(_: int) -> str:
-    return user(_PRELOADED[0])
+    return current_user(_PRELOADED[0])
 
 
 def test_multiprocessing_fork_workers_share_the_warm_cache(rs: RedshiftStandIn) -> None:
     engine = sa.create_engine(rs.url())
     _PRELOADED[:] = [engine]
     try:
-        assert user(engine) == "IAM:alice-dev"
+        assert current_user(engine) == "IAM:alice-dev"
         pool = multiprocessing.get_context("fork").Pool(2, initializer=_worker_init)
         try:
             got = pool.map_async(_worker_user, range(6), chunksize=1).get(60)
@@ -445,4 +432,4 @@ def test_multiprocessing_fork_workers_share_the_warm_cache(rs: RedshiftStandIn) 
     finally:
         _PRELOADED.clear()
     assert got == ["IAM:alice-dev"] * 6
-    assert http_calls(rs, "GetCredentials") == 1  # the workers used the credential fetched before the fork
+    assert api_calls(rs, "GetCredentials") == 1  # the workers used the credential fetched before the fork

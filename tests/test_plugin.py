@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 import sqlalchemy as sa
+from helpers import api_calls, current_user
 from sqlalchemy.pool import NullPool
 
 import sqlalchemy_rs_iam
@@ -21,20 +21,6 @@ from sqlalchemy_rs_iam.testing.front import RedshiftFront
 from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def rs(rs_standin_clean: RedshiftStandIn, rs_iam_env: dict[str, str]) -> Iterator[RedshiftStandIn]:
-    yield rs_standin_clean
-
-
-def current_user(engine: sa.engine.Engine) -> str:
-    with engine.connect() as conn:
-        return str(conn.execute(sa.text("select current_user")).scalar())
-
-
-def calls(rs: RedshiftStandIn, operation: str) -> int:
-    return len(rs.emulator.calls_for(operation))
 
 
 # --- every target kind, every driver ------------------------------------------------------------------------
@@ -47,8 +33,8 @@ def test_serverless_workgroup(rs: RedshiftStandIn, driver: str) -> None:
     with engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from sales")).scalar() == 3
     # Two connects: one GetWorkgroup, one GetCredentials (both cached).
-    assert calls(rs, "GetCredentials") == 1
-    assert calls(rs, "GetWorkgroup") == 1
+    assert api_calls(rs, "GetCredentials") == 1
+    assert api_calls(rs, "GetWorkgroup") == 1
     call = rs.emulator.calls_for("GetCredentials")[0]
     assert call.params["workgroupName"] == "analytics"
     assert call.params["dbName"] == "dev"
@@ -76,7 +62,7 @@ def test_provisioned_cluster_with_db_user_and_groups(rs: RedshiftStandIn) -> Non
     assert call.params["ClusterIdentifier"] == rs.cluster
     assert call.params["AutoCreate"] == "false"  # the query protocol's wire form
     assert call.params["DbGroups"] == ["analysts"]
-    assert calls(rs, "DescribeClusters") == 1
+    assert api_calls(rs, "DescribeClusters") == 1
 
 
 def test_provisioned_auto_create(rs: RedshiftStandIn) -> None:
@@ -89,15 +75,15 @@ def test_provisioned_auto_create(rs: RedshiftStandIn) -> None:
 def test_provisioned_without_db_user_uses_with_iam(rs: RedshiftStandIn) -> None:
     engine = sa.create_engine(rs.url(cluster=rs.cluster))
     assert current_user(engine) == "IAM:alice-dev"
-    assert calls(rs, "GetClusterCredentialsWithIAM") == 1
-    assert calls(rs, "GetClusterCredentials") == 0
+    assert api_calls(rs, "GetClusterCredentialsWithIAM") == 1
+    assert api_calls(rs, "GetClusterCredentials") == 0
 
 
 def test_serverless_custom_domain(rs: RedshiftStandIn) -> None:
     engine = sa.create_engine(rs.url(custom_domain=rs.workgroup_domain))
     assert current_user(engine) == "IAM:alice-dev"
     assert rs.emulator.calls_for("GetCredentials")[0].params["customDomainName"] == rs.workgroup_domain
-    assert calls(rs, "GetWorkgroup") == 0  # the URL host wins; nothing to resolve
+    assert api_calls(rs, "GetWorkgroup") == 0  # the URL host wins; nothing to resolve
 
 
 def test_provisioned_custom_domain(rs: RedshiftStandIn) -> None:
@@ -110,7 +96,7 @@ def test_provisioned_custom_domain(rs: RedshiftStandIn) -> None:
 def test_assume_role(rs: RedshiftStandIn) -> None:
     engine = sa.create_engine(rs.url(role_arn=rs.role_arn, role_session_name="nightly-load"))
     assert current_user(engine) == "IAMR:etl-role"
-    assert calls(rs, "AssumeRole") == 1
+    assert api_calls(rs, "AssumeRole") == 1
 
 
 def test_profile_that_assumes_a_role(rs: RedshiftStandIn) -> None:
@@ -137,7 +123,7 @@ def test_dbapi_connect_uses_the_same_cache(rs: RedshiftStandIn) -> None:
             conn.close()
     engine = sa.create_engine(rs.url())
     assert current_user(engine) == "IAM:alice-dev"
-    assert calls(rs, "GetCredentials") == 1  # connect() and the engine share the process-wide cache
+    assert api_calls(rs, "GetCredentials") == 1  # connect() and the engine share the process-wide cache
     assert (
         sqlalchemy_rs_iam.get_connector(**{k: v for k, v in kw.items() if k != "ssl"}).stats.snapshot()[
             "hits"
@@ -202,8 +188,8 @@ def test_32_concurrent_cold_connects_make_one_api_call(rs: RedshiftStandIn) -> N
         t.join(60)
     assert failures == []
     assert users == ["IAM:alice-dev"] * 32
-    assert calls(rs, "GetCredentials") == 1
-    assert calls(rs, "GetWorkgroup") == 1
+    assert api_calls(rs, "GetCredentials") == 1
+    assert api_calls(rs, "GetWorkgroup") == 1
 
 
 def test_connects_across_several_expirations_never_fail(rs: RedshiftStandIn) -> None:
@@ -215,7 +201,7 @@ def test_connects_across_several_expirations_never_fail(rs: RedshiftStandIn) -> 
         assert current_user(engine) == "IAM:alice-dev"
         connects += 1
         time.sleep(0.05)
-    fetched = calls(rs, "GetCredentials")
+    fetched = api_calls(rs, "GetCredentials")
     # ~10 s / (0.75 * 3 s) refresh windows: refreshed ahead of every expiry, far fewer calls than connects.
     assert 3 <= fetched <= 8, fetched
     assert connects > 5 * fetched
@@ -229,7 +215,7 @@ def test_revoked_password_is_recovered_once(rs: RedshiftStandIn) -> None:
     assert current_user(engine) == "IAM:alice-dev"
     s = sqlalchemy_rs_iam.stats(engine)
     assert s["login_retries"] == 1
-    assert calls(rs, "GetCredentials") == 2
+    assert api_calls(rs, "GetCredentials") == 2
 
 
 def test_login_refused_twice_surfaces_the_driver_error(rs: RedshiftStandIn) -> None:
@@ -247,7 +233,7 @@ def test_two_profiles_never_share_credentials(rs: RedshiftStandIn) -> None:
     assert current_user(a) == "IAM:alice-dev"
     assert current_user(b) == "IAM:bob-ops"
     assert current_user(a) == "IAM:alice-dev"
-    assert calls(rs, "GetCredentials") == 2
+    assert api_calls(rs, "GetCredentials") == 2
     callers = {c.caller for c in rs.emulator.calls_for("GetCredentials")}
     assert callers == {"alice-dev", "bob-ops"}
 
@@ -256,7 +242,7 @@ def test_engines_with_same_configuration_share_one_credential(rs: RedshiftStandI
     e1, e2 = sa.create_engine(rs.url()), sa.create_engine(rs.url("psycopg2"))
     current_user(e1)
     current_user(e2)
-    assert calls(rs, "GetCredentials") == 1
+    assert api_calls(rs, "GetCredentials") == 1
 
 
 def test_resolved_host_is_re_resolved_when_it_stops_answering(rs: RedshiftStandIn) -> None:
@@ -272,7 +258,7 @@ def test_resolved_host_is_re_resolved_when_it_stops_answering(rs: RedshiftStandI
         rs.emulator.add_workgroup(rs.workgroup, region=rs.region, address=second.host, port=second.port,
                                   account_id=rs.account_id)  # fmt: skip
         assert current_user(engine) == "IAM:alice-dev"
-        assert calls(rs, "GetWorkgroup") == 2
+        assert api_calls(rs, "GetWorkgroup") == 2
         assert second.logins_accepted >= 1
     finally:
         second.stop()
@@ -311,7 +297,7 @@ def test_throttling_is_absorbed_by_botocore_retries(rs: RedshiftStandIn) -> None
     rs.emulator.faults.throttle("GetCredentials", 2)
     engine = sa.create_engine(rs.url())
     assert current_user(engine) == "IAM:alice-dev"
-    assert calls(rs, "GetCredentials") == 3
+    assert api_calls(rs, "GetCredentials") == 3
 
 
 def test_throttling_beyond_retries_is_service_unavailable(rs: RedshiftStandIn) -> None:
@@ -319,4 +305,4 @@ def test_throttling_beyond_retries_is_service_unavailable(rs: RedshiftStandIn) -
     engine = sa.create_engine(rs.url(aws_max_attempts="2"))
     with pytest.raises(errors.ServiceUnavailableError, match="analytics"):
         engine.connect()
-    assert calls(rs, "GetCredentials") == 2
+    assert api_calls(rs, "GetCredentials") == 2

@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 import pytest
 import sqlalchemy as sa
+from helpers import current_user
 from sqlalchemy.pool import NullPool
 
 import sqlalchemy_rs_iam
@@ -30,11 +31,6 @@ from sqlalchemy_rs_iam.testing.store import IssuedCredential
 pytestmark = pytest.mark.integration
 
 _LOGGERS = ("", "botocore", "boto3", "urllib3", "sqlalchemy", "redshift_connector", "sqlalchemy_rs_iam")
-
-
-@pytest.fixture
-def rs(rs_standin_clean: RedshiftStandIn, rs_iam_env: dict[str, str]) -> Iterator[RedshiftStandIn]:
-    yield rs_standin_clean
 
 
 @pytest.fixture
@@ -103,11 +99,6 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _user(engine: sa.engine.Engine) -> str:
-    with engine.connect() as conn:
-        return str(conn.execute(sa.text("select current_user")).scalar())
-
-
 def test_full_lifecycle_at_debug_leaks_no_secret(
     rs: RedshiftStandIn,
     issued: list[IssuedCredential],
@@ -122,7 +113,7 @@ def test_full_lifecycle_at_debug_leaks_no_secret(
 
     def expect_error(engine: sa.engine.Engine, kind: type[BaseException]) -> None:
         with pytest.raises(kind) as info:
-            _user(engine)
+            current_user(engine)
         raised.append(info.value)
 
     bob = rs.identities["rs-iam-b"]
@@ -150,7 +141,7 @@ def test_full_lifecycle_at_debug_leaks_no_secret(
         "explicit_keys": "IAM:bob-ops",
     }
     for name, engine in engines.items():
-        assert _user(engine) == expected[name], name
+        assert current_user(engine) == expected[name], name
 
     # DB-API connect() with the same logging.
     conn = sqlalchemy_rs_iam.connect(
@@ -164,14 +155,14 @@ def test_full_lifecycle_at_debug_leaks_no_secret(
     rs.emulator.max_lifetime = 2.0
     short = sa.create_engine(rs.url(duration_seconds=1200), poolclass=NullPool, **echo)
     for _ in range(3):
-        assert _user(short) == "IAM:alice-dev"
+        assert current_user(short) == "IAM:alice-dev"
     rs.emulator.max_lifetime = None
 
     # Revoked on the server: one transparent refetch (logged at INFO by the connector).
     revoking = sa.create_engine(rs.url(), poolclass=NullPool, **echo)
-    _user(revoking)
+    current_user(revoking)
     rs.emulator.revoke()
-    assert _user(revoking) == "IAM:alice-dev"
+    assert current_user(revoking) == "IAM:alice-dev"
     assert sqlalchemy_rs_iam.stats(revoking)["login_retries"] == 1
 
     # Failures of every kind.
@@ -260,7 +251,7 @@ def test_external_id_is_never_echoed(rs: RedshiftStandIn) -> None:
     good = "ext-id-shared-by-two-accounts"
     rs.emulator.add_role("arn:aws:iam::123456789012:role/ext-role", "ext-role", external_id=good)
     engine = sa.create_engine(rs.url(role_arn="arn:aws:iam::123456789012:role/ext-role", external_id=good))
-    assert _user(engine) == "IAMR:ext-role"
+    assert current_user(engine) == "IAMR:ext-role"
     rs_connector = sqlalchemy_rs_iam.connector_for(engine)
     for text in (repr(rs_connector.config), repr(rs_connector.credential_key()), repr(rs_connector)):
         assert good not in text
@@ -269,7 +260,7 @@ def test_external_id_is_never_echoed(rs: RedshiftStandIn) -> None:
 
 def test_cache_keys_and_state_hold_no_secret(rs: RedshiftStandIn, issued: list[IssuedCredential]) -> None:
     engine = sa.create_engine(rs.url(role_arn=rs.role_arn))
-    _user(engine)
+    current_user(engine)
     rs_connector = sqlalchemy_rs_iam.connector_for(engine)
     key = rs_connector.credential_key()
     # The identity names the source access key id and the role: identifiers, not secrets.
@@ -335,7 +326,7 @@ def test_identities_never_share_credentials(rs: RedshiftStandIn) -> None:
     }
     for _ in range(3):  # interleaved, warm and cold: each engine always logs in as its own identity
         for name, (engine, user) in engines.items():
-            assert _user(engine) == user, name
+            assert current_user(engine) == user, name
     keys = {sqlalchemy_rs_iam.connector_for(e).credential_key() for e, _ in engines.values()}
     # "profile a" and "default profile" are the same keys in the same files, but the profile name is part
     # of the identity; every other pair differs in keys, role or source.
@@ -349,4 +340,4 @@ def test_identities_never_share_credentials(rs: RedshiftStandIn) -> None:
     )
     # A region is part of the key too: the same workgroup name elsewhere is another resource.
     with pytest.raises(errors.ResourceNotFoundError):
-        _user(sa.create_engine(rs.url(region="eu-west-1")))
+        current_user(sa.create_engine(rs.url(region="eu-west-1")))

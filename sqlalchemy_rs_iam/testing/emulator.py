@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy_rs_iam.config import CUSTOM_DOMAIN_RE, DB_GROUP_RE, DB_NAME_RE, WORKGROUP_RE
 from sqlalchemy_rs_iam.testing.emulator_wire import (
@@ -147,6 +147,9 @@ class _Cluster:
     custom_domains: tuple[str, ...]
     account_id: str
     created_at: float
+
+
+_R = TypeVar("_R", _Workgroup, _Cluster)
 
 
 @dataclass(frozen=True)
@@ -691,20 +694,20 @@ class AwsEmulator:
     def _iam_login(identity: _Identity) -> str:
         return f"IAMR:{identity.principal}" if identity.kind == "role" else f"IAM:{identity.principal}"
 
-    # -- redshift-serverless -----------------------------------------------------------------------------
-    def _find_workgroup(self, ctx: _Context, name: str | None, domain: str | None) -> _Workgroup:
+    def _lookup(
+        self, resources: Mapping[tuple[str, str], _R], region: str, name: str | None, domain: str | None
+    ) -> _R | None:
+        """A workgroup or cluster of ``region`` by its name, else by one of its custom domains."""
         with self._lock:
             if name is not None:
-                wg = self._workgroups.get((ctx.region, name))
-            else:
-                wg = next(
-                    (
-                        w
-                        for (r, _), w in self._workgroups.items()
-                        if r == ctx.region and domain in w.custom_domains
-                    ),
-                    None,
-                )
+                return resources.get((region, name))
+            return next(
+                (r for (reg, _), r in resources.items() if reg == region and domain in r.custom_domains), None
+            )
+
+    # -- redshift-serverless -----------------------------------------------------------------------------
+    def _find_workgroup(self, ctx: _Context, name: str | None, domain: str | None) -> _Workgroup:
+        wg = self._lookup(self._workgroups, ctx.region, name, domain)
         if wg is None:
             what = f"Workgroup {name}" if name is not None else f"Custom domain name {domain}"
             raise AwsError(
@@ -785,18 +788,7 @@ class AwsEmulator:
                 "InvalidParameterCombination",
                 "ClusterIdentifier and CustomDomainName cannot both be specified.",
             )
-        with self._lock:
-            if identifier is not None:
-                cluster = self._clusters.get((ctx.region, identifier))
-            else:
-                cluster = next(
-                    (
-                        c
-                        for (r, _), c in self._clusters.items()
-                        if r == ctx.region and domain in c.custom_domains
-                    ),
-                    None,
-                )
+        cluster = self._lookup(self._clusters, ctx.region, identifier, domain)
         if cluster is None:
             what = (
                 f"Cluster {identifier}" if identifier is not None else f"Cluster with custom domain {domain}"
