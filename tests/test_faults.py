@@ -8,7 +8,6 @@ records every HTTP request, retries included).
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import multiprocessing
 import os
 import secrets
@@ -17,7 +16,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import boto3
 import pytest
@@ -27,7 +25,6 @@ from sqlalchemy.pool import NullPool
 
 import sqlalchemy_rs_iam
 from sqlalchemy_rs_iam import aws, cache, connector, errors
-from sqlalchemy_rs_iam.testing import emulator as emulator_module
 from sqlalchemy_rs_iam.testing.emulator import AwsEmulator
 from sqlalchemy_rs_iam.testing.front import RedshiftFront
 from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn
@@ -280,14 +277,8 @@ class SkewedAws:
 
 
 @pytest.fixture
-def skewed(rs: RedshiftStandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[float], SkewedAws]]:
-    # http.server stamps the Date header from time.time(), not from the emulator's clock. Real AWS signs its
-    # Date and its expirations with one clock, so make the emulator's Date header follow its clock too.
-    def date_time_string(handler: Any, timestamp: float | None = None) -> str:
-        now = handler.server.emulator.clock() if timestamp is None else timestamp
-        return email.utils.formatdate(now, usegmt=True)
-
-    monkeypatch.setattr(emulator_module._Handler, "date_time_string", date_time_string)
+def skewed(rs: RedshiftStandIn) -> Iterator[Callable[[float], SkewedAws]]:
+    # The emulator stamps its Date header and expirations with its own (here skewed) clock, as AWS does.
     started: list[SkewedAws] = []
 
     def make(skew: float) -> SkewedAws:

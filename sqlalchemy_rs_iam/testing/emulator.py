@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import email.utils
 import hashlib
 import json
 import logging
@@ -341,6 +342,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = _handle
     do_GET = _handle
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # Real AWS stamps its Date header and its expirations with one clock; so does the emulator, which
+        # makes a skewed emulator clock look to botocore exactly like a host whose clock is off.
+        now = self.server.emulator.clock() if timestamp is None else timestamp
+        return email.utils.formatdate(now, usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         # Request lines carry no secrets (botocore POSTs), but stay quiet unless asked.
