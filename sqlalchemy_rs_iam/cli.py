@@ -77,8 +77,7 @@ def diagnose(exc: BaseException, *, cli_flags: bool = True) -> CliError:
         return exc
     if isinstance(exc, ConfigurationError):
         name = flag(exc.parameter) if cli_flags else exc.parameter
-        detail = str(exc)[len(exc.parameter) + 2 :] if str(exc).startswith(exc.parameter + ": ") else str(exc)
-        return CliError(EXIT_CONFIG, f"configuration error: {name}: {detail}")
+        return CliError(EXIT_CONFIG, f"configuration error: {name}: {exc.detail}")
     if isinstance(exc, ResourceNotFoundError):
         return CliError(
             EXIT_AWS_REFUSED,

@@ -29,6 +29,7 @@ class ConfigurationError(RsIamError, ValueError):
 
     def __init__(self, parameter: str, message: str) -> None:
         self.parameter = parameter
+        self.detail = message  # the message without the parameter name, for callers that show it their way
         super().__init__(f"{parameter}: {message}")
 
 
