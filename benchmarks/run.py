@@ -519,6 +519,7 @@ def _key(i: int, target: Any) -> CredentialKey:
     return CredentialKey(
         identity="profile=default|key=AKIAEXAMPLEKEY000001",
         region="us-east-1",
+        endpoint_url=None,
         target=target,
         database=f"db{i:06d}",
         db_user=None,

@@ -37,6 +37,7 @@ class CredentialKey:
 
     identity: str
     region: str
+    endpoint_url: str | None  # another AWS endpoint (a proxy, a local emulator) issues other credentials
     target: Target
     database: str
     db_user: str | None
@@ -49,6 +50,7 @@ class CredentialKey:
 class EndpointKey:
     identity: str
     region: str
+    endpoint_url: str | None
     target: Target
 
 
@@ -101,27 +103,40 @@ class IamConnector:
         self.config = config
         self.clients: AwsClients = clients_for(config.aws, session)
         self.stats = stats if stats is not None else CacheStats()
+        self._credential_key: CredentialKey | None = None
+        self._endpoint_key_cached: EndpointKey | None = None
 
     def __repr__(self) -> str:
         return f"<IamConnector {self.config.target.describe()} in {self.clients.region} db={self.config.database!r}>"
 
     # --- keys ---------------------------------------------------------------------------------------------
 
+    # Both keys are built once: the configuration is frozen and the identity, once computed, never changes
+    # for these clients. Every connect then hashes a ready key instead of building and hashing a new one.
     def credential_key(self) -> CredentialKey:
-        c = self.config
-        return CredentialKey(
-            identity=self.clients.identity(),
-            region=self.clients.region,
-            target=c.target,
-            database=c.database,
-            db_user=c.db_user,
-            auto_create=c.auto_create,
-            db_groups=c.db_groups,
-            duration_seconds=c.duration_seconds,
-        )
+        key = self._credential_key
+        if key is None:
+            c = self.config
+            key = self._credential_key = CredentialKey(
+                identity=self.clients.identity(),
+                region=self.clients.region,
+                endpoint_url=c.aws.endpoint_url,
+                target=c.target,
+                database=c.database,
+                db_user=c.db_user,
+                auto_create=c.auto_create,
+                db_groups=c.db_groups,
+                duration_seconds=c.duration_seconds,
+            )
+        return key
 
     def _endpoint_key(self) -> EndpointKey:
-        return EndpointKey(self.clients.identity(), self.clients.region, self.config.target)
+        key = self._endpoint_key_cached
+        if key is None:
+            key = self._endpoint_key_cached = EndpointKey(
+                self.clients.identity(), self.clients.region, self.config.aws.endpoint_url, self.config.target
+            )
+        return key
 
     # --- credentials and endpoint ---------------------------------------------------------------------------
 

@@ -306,3 +306,14 @@ def test_throttling_beyond_retries_is_service_unavailable(rs: RedshiftStandIn) -
     with pytest.raises(errors.ServiceUnavailableError, match="analytics"):
         engine.connect()
     assert api_calls(rs, "GetCredentials") == 2
+
+
+def test_different_aws_endpoints_never_share_credentials(rs: RedshiftStandIn) -> None:
+    # Same profile and target; the second engine reaches AWS through another endpoint URL (here the same
+    # emulator spelled differently): what one endpoint issued is never served for the other.
+    other = rs.aws_endpoint_url.replace("127.0.0.1", "localhost")
+    a = sa.create_engine(rs.url())
+    b = sa.create_engine(rs.url(aws_endpoint_url=other))
+    assert current_user(a) == current_user(b) == "IAM:alice-dev"
+    assert api_calls(rs, "GetCredentials") == 2
+    assert api_calls(rs, "GetWorkgroup") == 2
