@@ -34,7 +34,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 import sqlalchemy_rs_iam
-from sqlalchemy_rs_iam import connector as rs_connector
 from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn
 
 Clock = Callable[[], float]
@@ -219,8 +218,7 @@ class Contender:
 
 
 def plugin_reset() -> None:
-    rs_connector.CREDENTIALS.clear()
-    rs_connector.ENDPOINTS.clear()
+    sqlalchemy_rs_iam.reset()
 
 
 def build_contenders(rs: RedshiftStandIn, *, ttl_safety: float = 60.0) -> dict[str, Contender]:

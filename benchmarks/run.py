@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` and the working copy importable
     sys.path.insert(0, str(ROOT))
 
+import sqlalchemy_rs_iam  # noqa: E402
 from benchmarks.contenders import (  # noqa: E402
     Contender,
     HandRolledTtlCache,
@@ -52,11 +53,11 @@ from benchmarks.contenders import (  # noqa: E402
     redshift_connector_without_tls,
     serverless_client,
 )
-from sqlalchemy_rs_iam import aws as rs_aws  # noqa: E402
 from sqlalchemy_rs_iam.cache import CredentialCache  # noqa: E402
 from sqlalchemy_rs_iam.config import parse_config  # noqa: E402
-from sqlalchemy_rs_iam.connector import CredentialKey  # noqa: E402
+from sqlalchemy_rs_iam.connector import CacheKey, credential_scope  # noqa: E402
 from sqlalchemy_rs_iam.credentials import DbCredentials  # noqa: E402
+from sqlalchemy_rs_iam.registry import REGISTRY  # noqa: E402
 from sqlalchemy_rs_iam.testing.emulator import AwsEmulator  # noqa: E402
 from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn  # noqa: E402
 from sqlalchemy_rs_iam.testing.store import CredentialStore  # noqa: E402
@@ -325,7 +326,7 @@ def phase_hours(rs: RedshiftStandIn, sizes: Sizes, log: Callable[[str], None]) -
             {"workgroup": rs.workgroup, "region": rs.region, "aws_endpoint_url": sim.url},
             database=rs.database,
         )
-        clients = rs_aws.clients_for(config.aws)
+        clients = REGISTRY.new_connector(config).aws()
         pending: list[Callable[[], None]] = []
         cache: CredentialCache[str] = CredentialCache(clock=clock, spawn=pending.append)
 
@@ -515,18 +516,9 @@ def _heavy_modules() -> str:
     return lazy.stdout.strip()
 
 
-def _key(i: int, target: Any) -> CredentialKey:
-    return CredentialKey(
-        identity="profile=default|key=AKIAEXAMPLEKEY000001",
-        region="us-east-1",
-        endpoint_url=None,
-        target=target,
-        database=f"db{i:06d}",
-        db_user=None,
-        auto_create=False,
-        db_groups=(),
-        duration_seconds=900,
-    )
+def _key(i: int, target: Any) -> CacheKey:
+    config = parse_config({"workgroup": target.workgroup, "region": "us-east-1"}, database=f"db{i:06d}")
+    return CacheKey("profile:default:AKIAEXAMPLEKEY000001#0123456789abcdef", "us-east-1", credential_scope(config))
 
 
 def _creds(now: float) -> DbCredentials:
@@ -545,7 +537,7 @@ def phase_memory(sizes: Sizes) -> dict[str, Any]:
     # Bytes per cached key: cache bookkeeping only (keys and credentials exist anyway), and everything.
     keys = [_key(i, target) for i in range(n)]
     values = [_creds(clock.now) for _ in range(n)]
-    cache: CredentialCache[CredentialKey] = CredentialCache(clock=clock, max_entries=n + 1)
+    cache: CredentialCache[CacheKey] = CredentialCache(clock=clock, max_entries=n + 1)
     tracemalloc.start()
     base = tracemalloc.take_snapshot()
     for k, v in zip(keys, values, strict=True):
@@ -567,7 +559,7 @@ def phase_memory(sizes: Sizes) -> dict[str, Any]:
     gc.collect()
 
     # n distinct keys through a default cache (max_entries=1024), next to the hand-rolled dict.
-    bounded: CredentialCache[CredentialKey] = CredentialCache(clock=clock)
+    bounded: CredentialCache[CacheKey] = CredentialCache(clock=clock)
     ttl = HandRolledTtlCache(_StubClient(clock), clock=clock)
     series: dict[str, list[tuple[int, float]]] = {"plugin": [], "ttl_lock": []}
     every = max(1, n // 10)
@@ -590,7 +582,7 @@ def phase_memory(sizes: Sizes) -> dict[str, Any]:
             "kib_at_10pct": series[name][0][1],
         }
     # Speed of a miss-and-insert with eviction, untraced: n keys through a fresh default cache.
-    fresh: CredentialCache[CredentialKey] = CredentialCache(clock=clock)
+    fresh: CredentialCache[CacheKey] = CredentialCache(clock=clock)
     keys = [_key(i, target) for i in range(n, 2 * n)]
     value = _creds(clock.now)
     t0 = time.perf_counter()
@@ -1026,7 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with RedshiftStandIn() as rs, redshift_connector_without_tls():
             os.environ.update(rs.aws_env())
-            rs_aws.reset()
+            sqlalchemy_rs_iam.reset()
             log(f"stand-in up: {rs!r}")
             res["pg_version"] = rs.sql("SHOW server_version")[0][0].split()[0]
             contenders = build_contenders(rs)

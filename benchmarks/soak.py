@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--minutes must be in (0, 1440]")
     with RedshiftStandIn() as rs:
         os.environ.update(rs.aws_env())
-        sqlalchemy_rs_iam._reset_for_tests()
+        sqlalchemy_rs_iam.reset()
         report = run_load(
             rs, seconds=args.minutes * 60, threads=args.threads, lifetime=args.lifetime,
             recycle=args.recycle, faults=not args.no_faults, seed=args.seed,

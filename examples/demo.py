@@ -38,7 +38,7 @@ def main() -> int:
         print(df.to_string(index=False))
 
         step("3. 16 threads open connections at once on a cold cache")
-        sqlalchemy_rs_iam._reset_for_tests()
+        sqlalchemy_rs_iam.reset()
         rs.emulator.reset_calls()
         rs.emulator.faults.latency("GetCredentials", 0.3)
         burst = sa.create_engine(url, pool_size=16, max_overflow=0)
@@ -58,7 +58,7 @@ def main() -> int:
         print(f"16 connections, GetCredentials calls: {len(rs.emulator.calls_for('GetCredentials'))}")
 
         step("4. Credentials that expire every 4 s; a new login every 50 ms for 12 s")
-        sqlalchemy_rs_iam._reset_for_tests()
+        sqlalchemy_rs_iam.reset()
         rs.emulator.reset_calls()
         rs.emulator.max_lifetime = 4.0
         rolling = sa.create_engine(url, poolclass=NullPool)

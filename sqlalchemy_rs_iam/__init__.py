@@ -17,7 +17,6 @@ from .errors import (
     AwsError,
     AwsValidationError,
     ConfigurationError,
-    LoginError,
     ResourceNotFoundError,
     RsIamError,
     ServiceUnavailableError,
@@ -28,15 +27,17 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .connector import IamConnector
     from .dbapi import connect, get_connector
-    from .plugin import RedshiftIAMPlugin, connector_for, stats
+    from .plugin import RedshiftIAMPlugin
+    from .registry import connector_for, reset, stats
 
 _LAZY = {
     "connect": "dbapi",
     "get_connector": "dbapi",
     "IamConnector": "connector",
     "RedshiftIAMPlugin": "plugin",
-    "connector_for": "plugin",
-    "stats": "plugin",
+    "connector_for": "registry",
+    "reset": "registry",
+    "stats": "registry",
 }
 
 
@@ -49,16 +50,6 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
-def _reset_for_tests() -> None:
-    """Forget every cached credential, endpoint and AWS session in this process (test isolation)."""
-    from . import aws, connector, dbapi
-
-    dbapi._CONNECTORS.clear()
-    connector.CREDENTIALS.clear()
-    connector.ENDPOINTS.clear()
-    aws.reset()
-
-
 __all__ = [
     "AccessDeniedError",
     "AwsCredentialsError",
@@ -67,7 +58,6 @@ __all__ = [
     "ConfigurationError",
     "DbCredentials",
     "IamConnector",
-    "LoginError",
     "RedshiftIAMPlugin",
     "ResourceNotFoundError",
     "RsIamError",
@@ -76,5 +66,6 @@ __all__ = [
     "connect",
     "connector_for",
     "get_connector",
+    "reset",
     "stats",
 ]

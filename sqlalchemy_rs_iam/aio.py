@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .connector import IamConnector
 from .credentials import DbCredentials
+from .registry import connector_for
 
 try:  # SQLAlchemy 2.1 name; 2.0 only has await_only (kept in 2.1 as a deprecated alias)
     from sqlalchemy.util import await_ as _await
@@ -61,10 +62,6 @@ def connect_in_greenlet(connector: IamConnector, open_: Callable[[str, int, DbCr
 
     Must run inside SQLAlchemy's greenlet bridge (``do_connect`` of an ``AsyncEngine`` does).
     """
-    # The first credential_key() reads the AWS credential chain (files, and for SSO / credential_process
-    # profiles possibly a subprocess or HTTP call): do that once in a thread too.
-    if not connector.clients.identity_known():
-        _in_thread(connector.clients.identity)
     return connector.connect(open_, call_blocking=_in_thread)
 
 
@@ -73,9 +70,7 @@ async def credentials(engine: AsyncEngine) -> DbCredentials:
 
     The password is in ``.password``; the object's repr never shows it.
     """
-    from .plugin import connector_for
-
-    connector = connector_for(engine.sync_engine)
+    connector = connector_for(engine)
     return await asyncio.to_thread(connector.credentials)
 
 
@@ -85,9 +80,7 @@ async def warm_up(engine: AsyncEngine) -> None:
     Call it from an application's startup hook (FastAPI ``lifespan``, aiohttp ``on_startup``). Raises the
     same :mod:`~sqlalchemy_rs_iam.errors` a connect would, which makes a misconfiguration fail at startup.
     """
-    from .plugin import connector_for
-
-    connector = connector_for(engine.sync_engine)
+    connector = connector_for(engine)
 
     def both() -> None:
         connector.endpoint()

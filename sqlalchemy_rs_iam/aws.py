@@ -1,14 +1,16 @@
 """The only module that talks to AWS.
 
-One :class:`AwsClients` per distinct :class:`~sqlalchemy_rs_iam.config.AwsOptions` (or per caller-supplied
-boto3 session): the session, its credential chain and the botocore clients are built once and reused by every
-connect, unlike ``redshift_connector``'s ``iam=True``, which builds a session and client per connect.
-Throttling and 5xx are retried by botocore's own ``standard`` retry mode (backoff with jitter); every call is
-bounded by connect/read timeouts. AWS errors become this package's exceptions, naming resource and region.
+One :class:`AwsClients` per signing identity and AWS options (the registry owns and bounds them): the
+boto3 session, its credential chain and the botocore clients are built on the first call and reused by every
+connect, unlike ``redshift_connector``'s ``iam=True``, which builds a session and client per connect. All
+sessions share one botocore data loader, so a further identity costs its clients, not another copy of the
+service models. Throttling and 5xx are retried by botocore's own ``standard`` retry mode (backoff with
+jitter); every call is bounded by connect/read timeouts. AWS errors become this package's exceptions,
+naming resource and region.
 
 Example::
 
-    clients = clients_for(AwsOptions(region="us-east-1"))
+    clients = AwsClients(options, identity)            # identity: see sqlalchemy_rs_iam.identity
     creds = clients.fetch_credentials(config)          # DbCredentials, expiry on the local clock
     host, port = clients.resolve_endpoint(config.target)
 """
@@ -16,9 +18,7 @@ Example::
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -34,7 +34,6 @@ import botocore.session
 from botocore.config import Config
 
 from . import __version__
-from .cache import local_expiration
 from .config import AwsOptions, IamConfig, Service, Target
 from .credentials import DbCredentials
 from .errors import (
@@ -42,16 +41,13 @@ from .errors import (
     AwsCredentialsError,
     AwsError,
     AwsValidationError,
-    ConfigurationError,
     ResourceNotFoundError,
     ServiceUnavailableError,
 )
+from .identity import Identity
+from .policy import local_times
 
 log = logging.getLogger(__name__)
-
-# Below this much disagreement between AWS's Date header and our clock we trust AWS's expiration as is:
-# the Date header has whole-second resolution, and correcting by a rounding error would shift expiry late.
-_SKEW_TOLERANCE = 2.0
 
 _NOT_FOUND = {"ResourceNotFoundException", "ClusterNotFound", "ClusterNotFoundFault", "NotFoundException"}
 _DENIED = {
@@ -128,95 +124,118 @@ for _name in ("botocore", "botocore.auth", "botocore.parsers", "botocore.endpoin
 # --- clients ------------------------------------------------------------------------------------------------
 
 
-class AwsClients:
-    """A boto3 session and its clients for one AWS configuration, built once and shared by every connect.
+_LOADER_LOCK = threading.Lock()
+_LOADER: Any = None
 
-    Thread-safe; after ``os.fork`` the child drops the parent's clients (their sockets are shared) and
-    builds new ones on first use.
+
+def _shared_loader() -> Any:
+    """One botocore data loader for every session: service models are parsed once per process."""
+    global _LOADER
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            _LOADER = botocore.session.get_session().get_component("data_loader")
+        return _LOADER
+
+
+def _boto3_session(core: botocore.session.Session, region: str | None = None) -> boto3.Session:
+    """A boto3 session on ``core`` with the shared loader (boto3 appends its data path to the loader's
+    search path on every session; keep one copy so the shared list does not grow per identity)."""
+    loader = _shared_loader()
+    core.register_component("data_loader", loader)
+    session = boto3.Session(botocore_session=core, region_name=region)
+    with _LOADER_LOCK:
+        paths = loader.search_paths
+        paths[:] = list(dict.fromkeys(paths))
+    return session
+
+
+class AwsClients:
+    """A boto3 session and its clients for one signing identity, built on first use and shared by every
+    connect of that identity.
+
+    ``session`` refers (weakly) to a caller's own boto3 session: the identity then names that session, and
+    these clients do not keep it alive. Thread-safe; the
+    registry calls :meth:`after_fork` in a forked child, which drops the clients (their sockets are the
+    parent's) so new ones are built on first use.
     """
 
-    def __init__(self, options: AwsOptions, session: boto3.Session | None = None) -> None:
+    def __init__(
+        self, options: AwsOptions, identity: Identity, session: weakref.ref[boto3.Session] | None = None
+    ) -> None:
         self.options = options
+        self.identity = identity
+        self.region: str = identity.region
+        self._given_session = session
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
-        self._identity: str | None = None
-        self._user_session = session is not None
+        self._session: boto3.Session | None = None
+
+    def __repr__(self) -> str:
+        return f"<AwsClients {self.identity.label} in {self.region}>"
+
+    def _session_locked(self) -> boto3.Session:
+        session = self._session
+        if session is None:
+            if self._given_session is not None:
+                session = self._given_session()
+                if session is None:
+                    raise ValueError("the boto3 session these clients were made for no longer exists")
+            else:
+                session = _boto3_session(botocore.session.Session(profile=self.identity.profile))
+                self._check_signer(session)
+            if self.options.role_arn is not None:
+                session = self._assume_role(session)  # a private session: safe to keep
+            elif self._given_session is not None:
+                return session  # the caller's own: keeping it here would keep it alive for ever
+            self._session = session
+        return session
+
+    def ensure_credentials(self) -> None:
+        """Resolve the AWS credential chain now (``rs-iam check``): :class:`AwsCredentialsError` if it
+        finds nothing usable."""
+        with self._lock:
+            session = self._session_locked()
         try:
-            self._session = session if session is not None else boto3.Session(profile_name=options.profile)
-        except botocore.exceptions.ProfileNotFound as exc:
-            raise ConfigurationError(
-                "aws_profile", f"profile {options.profile!r} is not in the AWS config / credentials files"
-            ) from exc
-        self._profile_name: str | None = self._session.profile_name
-        region = options.region or self._session.region_name
-        if not region:
-            raise ConfigurationError(
-                "region",
-                "no AWS region: add region=<name> to the URL, use a Redshift endpoint host, or configure one "
-                "(AWS_REGION / AWS_DEFAULT_REGION or the profile's region)",
-            )
-        self.region: str = region
-        if options.role_arn is not None:
-            self._install_assume_role()
-        _LIVE.add(self)
-
-    # The identity is part of every cache key, so two profiles / roles / access keys never share credentials.
-    # It holds names and access key ids (identifiers, not secrets); never a secret key.
-    def identity(self) -> str:
-        """A secret-free string naming the AWS identity, e.g. ``profile=a|key=AKIA...|role=arn:...``."""
-        identity = self._identity
-        if identity is None:
-            with self._lock:
-                if self._identity is None:
-                    self._identity = self._compute_identity()
-                identity = self._identity
-        return identity
-
-    def identity_known(self) -> bool:
-        """True once :meth:`identity` has been computed (it may read files or call out the first time)."""
-        return self._identity is not None
-
-    def _compute_identity(self) -> str:
-        source_key = "-"
-        try:
-            creds = self._source_credentials()
-            if creds is not None:
-                source_key = creds.access_key
+            creds = session.get_credentials()
+            frozen = None if creds is None else creds.get_frozen_credentials()
         except botocore.exceptions.BotoCoreError as exc:
             raise self._credentials_error(exc) from exc
-        parts = [f"profile={self._profile_name or '-'}", f"key={source_key}"]
-        if self.options.role_arn is not None:
-            ext = self.options.external_id
-            parts.append(f"role={self.options.role_arn}")
-            parts.append(f"session={self.options.role_session_name}")
-            if ext is not None:  # a hash: external ids are shared secrets between accounts
-                parts.append("ext=" + hashlib.sha256(ext.encode()).hexdigest()[:16])
-        if self._user_session:
-            parts.append(f"session-obj={id(self._session):x}")
-        return "|".join(parts)
+        if frozen is None:
+            raise self._credentials_error(botocore.exceptions.NoCredentialsError())
 
-    def _source_credentials(self) -> botocore.credentials.Credentials | None:
-        if self.options.role_arn is not None:
-            return self._source_creds
-        return self._session.get_credentials()
+    def _check_signer(self, session: boto3.Session) -> None:
+        """The session must sign as the identity it is cached under (the environment may have changed
+        between computing the identity and building the session)."""
+        expected = self.identity.access_key_id
+        if expected is None:
+            return
+        try:
+            creds = session.get_credentials()
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._credentials_error(exc) from exc
+        if creds is None or creds.access_key != expected:
+            raise AwsCredentialsError(
+                f"the AWS credentials changed while connecting as {self.identity.label}; connect again",
+                operation="credentials",
+                resource=self.identity_hint(),
+                region=self.region,
+            )
 
-    def _install_assume_role(self) -> None:
+    def _assume_role(self, base_session: boto3.Session) -> boto3.Session:
         """Assume ``role_arn`` on top of the session's own credentials, refreshed by botocore before expiry."""
         try:
-            source = self._session.get_credentials()
+            source = base_session.get_credentials()
         except botocore.exceptions.BotoCoreError as exc:
             raise self._credentials_error(exc) from exc
-        self._source_creds = source
         if source is None:
             raise AwsCredentialsError(
-                f"no AWS credentials to assume {self.options.role_arn} with (profile "
-                f"{self.options.profile or 'default'})",
+                f"no AWS credentials to assume {self.options.role_arn} with ({self.identity.label})",
                 operation="AssumeRole",
                 resource=f"role {self.options.role_arn!r}",
                 region=self.region,
             )
         options = self.options
-        base = self._session._session  # the botocore session behind boto3's
+        base = base_session._session  # the botocore session behind boto3's
 
         def sts_client(service_name: str, **kwargs: Any) -> Any:
             # AssumeRoleCredentialFetcher asks for an "sts" client with the source credentials.
@@ -244,7 +263,7 @@ class AwsClients:
         private = botocore.session.Session()
         # botocore's public set_credentials() takes static keys only; refreshable ones go in directly.
         private._credentials = role_creds  # type: ignore[attr-defined]
-        self._session = boto3.Session(botocore_session=private, region_name=self.region)
+        return _boto3_session(private, self.region)
 
     def _config(self) -> Config:
         o = self.options
@@ -262,7 +281,7 @@ class AwsClients:
             with self._lock:
                 client = self._clients.get(service)
                 if client is None:
-                    client = self._session.client(
+                    client = self._session_locked().client(
                         service,  # type: ignore[call-overload]
                         region_name=self.region,
                         endpoint_url=self.options.endpoint_url,
@@ -271,7 +290,8 @@ class AwsClients:
                     self._clients[service] = client
         return client
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
+        """In a forked child: new lock, no clients (their connection pools belong to the parent)."""
         self._lock = threading.Lock()
         self._clients = {}
 
@@ -309,20 +329,13 @@ class AwsClients:
         else:
             user, password = response["DbUser"], response["DbPassword"]
             expiration, next_refresh = response["Expiration"], response.get("NextRefreshTime")
-        server_date = _server_date(response)
-        if server_date is not None and abs(server_date - received_at) < _SKEW_TOLERANCE:
-            local_exp = _epoch(expiration)  # the clocks agree; AWS's expiration holds as it is
-        else:
-            local_exp = local_expiration(
-                _epoch(expiration),
-                server_date=server_date,
-                received_at=received_at,
-                requested_duration=float(config.duration_seconds),
-            )
-        local_next: float | None = None
-        if next_refresh is not None:
-            # Shift nextRefreshTime by the same skew correction applied to the expiration.
-            local_next = _epoch(next_refresh) + (local_exp - _epoch(expiration))
+        local_exp, local_next = local_times(
+            _epoch(expiration),
+            None if next_refresh is None else _epoch(next_refresh),
+            server_date=_server_date(response),
+            received_at=received_at,
+            requested_duration=float(config.duration_seconds),
+        )
         return DbCredentials(
             user=user,
             password=password,
@@ -414,10 +427,8 @@ class AwsClients:
         return cls(text, operation=operation, resource=target.describe(), region=self.region, code=code)
 
     def identity_hint(self) -> str:
-        """Who is calling, for messages (profile / role, never a key)."""
-        if self.options.role_arn is not None:
-            return f"role {self.options.role_arn}"
-        return f"profile {self._profile_name or 'default'}"
+        """Who is calling, for messages (profile / role / access key id, never a secret)."""
+        return self.identity.label
 
     def _credentials_error(
         self, exc: Exception, operation: str = "credentials", target: Target | None = None
@@ -452,40 +463,3 @@ def _server_date(response: Mapping[str, Any]) -> float | None:
         return email.utils.parsedate_to_datetime(header).timestamp()
     except (TypeError, ValueError):
         return None
-
-
-# --- process-wide registry: equal options share one session and set of clients -----------------------------
-
-_REGISTRY: dict[AwsOptions, AwsClients] = {}
-_REGISTRY_LOCK = threading.Lock()
-_LIVE: weakref.WeakSet[AwsClients] = weakref.WeakSet()
-
-
-def clients_for(options: AwsOptions, session: boto3.Session | None = None) -> AwsClients:
-    """The shared :class:`AwsClients` for ``options`` (a caller's own ``session`` gets its own instance)."""
-    if session is not None:
-        return AwsClients(options, session)
-    clients = _REGISTRY.get(options)
-    if clients is None:
-        with _REGISTRY_LOCK:
-            clients = _REGISTRY.get(options)
-            if clients is None:
-                clients = AwsClients(options)
-                _REGISTRY[options] = clients
-    return clients
-
-
-def reset() -> None:
-    """Forget every shared session and client (tests; credentials files changed)."""
-    with _REGISTRY_LOCK:
-        _REGISTRY.clear()
-
-
-def _after_fork_in_child() -> None:
-    global _REGISTRY_LOCK
-    _REGISTRY_LOCK = threading.Lock()
-    for clients in list(_LIVE):
-        clients._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,45 +1,28 @@
-"""Time policy for temporary credentials: refresh-ahead, single-flight, serve-while-valid, backoff.
+"""Single-flight keyed caches: the machinery behind the credential and endpoint caches.
 
-Pure logic: no I/O, neither boto3 nor SQLAlchemy. Every decision reads an injected clock (wall-clock epoch
-seconds, like :func:`time.time`), so the tests run it in fake time. Usage::
+One fetch per key at a time, however many callers want it; callers for other keys never wait (no lock is
+held while fetching). What a value's windows are comes from :mod:`~sqlalchemy_rs_iam.policy` (credentials)
+or a fixed TTL (endpoints). No I/O, neither boto3 nor SQLAlchemy; the clock and the way a refresh is run are
+injected, so tests run it in fake time::
 
-    from sqlalchemy_rs_iam.cache import CacheStats, CredentialCache
-
-    CREDENTIALS: CredentialCache[tuple[str, ...]] = CredentialCache()  # one per process
-    stats = CacheStats()                                                # one per engine
-
-    creds = CREDENTIALS.get(key, lambda: aws.get_credentials(target), stats)
-    ...                                                                 # log in with creds
-    CREDENTIALS.invalidate(key, creds)  # login refused: drop it, unless someone already replaced it
-
-The life of one cached credential (local clock, ``L`` = its lifetime; see :class:`RefreshPolicy`)::
-
-    fetched_at ......... refresh_at ................. stale_at ....... expiration
-       |  served (hit)      |  served, plus ONE           |  never served: callers
-       |                    |  background refresh         |  block on one fetch
+    cache: CredentialCache[str] = CredentialCache(clock=fake_clock, spawn=pending.append)
+    creds = cache.get("wg/dev/alice", fetch, stats)   # hit, or one fetch for every waiting caller
+    cache.invalidate("wg/dev/alice", creds)             # login refused: drop it unless already replaced
 
 Failures:
 
-* A background refresh that fails while the credential is still valid changes nothing for callers: the
-  old credential is served and the refresh is retried with exponential backoff and full jitter (1 s
-  doubling, capped at min(30 s, half the time left before ``stale_at``)), counted in ``failures``.
+* A refresh that fails while the value is still served changes nothing for callers: the old value is
+  served and the refresh is retried with exponential backoff and full jitter (1 s doubling, capped at
+  min(30 s, half the time left before ``serve_until``)), counted in ``failures``.
 * A blocking fetch that fails raises to the caller that fetched and to every caller waiting on it (the
-  same exception object, so they share its traceback). It is then remembered for a short *negative-cache* period (0.5 s doubling to
-  10 s while AWS keeps failing, reset on success): during it ``get()`` re-raises that error at once
-  instead of calling AWS again, so an outage does not turn every connect into an API call.
-* A credential that arrives already stale (tiny lifetime, skewed clock) is still returned to the caller
-  that fetched it, stored, and handed out to others for ``RefreshPolicy.refetch_interval`` (0.5-1 s) after
-  its arrival: a new fetch would only return another such credential, so at most one fetch per key per
-  interval happens, whatever the call rate.
+  same exception object). It is then remembered for a short *negative-cache* period (0.5 s doubling to
+  10 s while AWS keeps failing, reset on success): during it ``get()`` re-raises that error at once.
 
-Single-flight: at most one fetch per key is in progress at any time; callers for that key wait for it,
-callers for other keys are never blocked (no lock is held while fetching). The cache is bounded (LRU,
-expired entries dropped first) and fork-safe: the child re-creates every lock, forgets fetches in progress
-(their threads did not survive the fork) and keeps the cached values.
+Bounded (LRU, expired entries dropped first). Not fork-aware by itself: the owner of a cache (the
+registry) calls :meth:`after_fork` in a forked child, which re-creates the lock, forgets fetches in
+progress (their threads did not survive the fork) and keeps the values.
 
-The clock is the wall clock because AWS expirations are epoch times. If it steps backwards a credential
-looks fresher than it is; the safety margin and the adapters' refused-login -> ``invalidate`` -> retry cover
-that.
+Method names ending in ``_locked`` run with the cache's lock held.
 """
 
 from __future__ import annotations
@@ -47,201 +30,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
+from .counters import CacheStats, StatName
 from .credentials import DbCredentials
+from .policy import DEFAULT_POLICY, Clock, RefreshPolicy
 
-__all__ = [
-    "DEFAULT_POLICY",
-    "CacheStats",
-    "Clock",
-    "CredentialCache",
-    "RefreshPolicy",
-    "Spawn",
-    "StatName",
-    "TtlCache",
-    "local_expiration",
-]
+__all__ = ["CredentialCache", "Spawn", "TtlCache", "run_inline", "spawn_thread"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-Clock = Callable[[], float]
-#: Runs a background refresh, e.g. on a new thread; must run each callable exactly once, soon. Until it has
-#: run, the key counts as being fetched (callers needing a fresh value wait for it).
+#: Runs a refresh: must run each callable exactly once, soon. Until it has run, the key counts as being
+#: fetched (callers needing a fresh value wait for it).
 Spawn = Callable[[Callable[[], None]], None]
-StatName = Literal["api_calls", "hits", "refreshes", "failures", "login_retries"]
 
 log = logging.getLogger(__name__)
 
-_RETRY_BASE, _RETRY_CAP = 1.0, 30.0  # background refresh failed, cached value still valid (full jitter)
+_RETRY_BASE, _RETRY_CAP = 1.0, 30.0  # refresh failed, cached value still served (full jitter)
 _NEGATIVE_BASE, _NEGATIVE_CAP = 0.5, 10.0  # blocking fetch failed: re-raise without fetching for this long
 _SWEEP_INTERVAL = 60.0  # the O(n) sweep for expired entries runs at most this often (clock seconds)
-_PLAUSIBLE_FRACTION = 0.5  # local_expiration: a shorter lifetime than this x requested means clock skew
-
-
-# --- pure time functions -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RefreshPolicy:
-    """When to refresh a credential (advisory) and when it must no longer be handed out (mandatory).
-
-    Pure functions of a :class:`DbCredentials` (local clock, ``L = c.lifetime``)::
-
-        >>> p = RefreshPolicy()
-        >>> c = DbCredentials(user="u", password="p", fetched_at=0.0, expiration=900.0)
-        >>> p.refresh_at(c), p.stale_at(c)
-        (675.0, 840.0)
-
-    * ``stale_at = expiration - M`` with the margin ``M = 10% of L``, clamped to
-      ``[min(1 s, 25% of L), 60 s]``: a login never races the expiry, and short lifetimes keep most of their
-      use (3 s -> 0.75 s, 60 s -> 6 s, 900 s and more -> 60 s).
-    * ``refresh_at = fetched_at + 75% of L``, or AWS's ``next_refresh`` when that is earlier, but never before
-      ``fetched_at + 25% of L`` (a ``next_refresh`` already past on our clock cannot cause a refresh storm),
-      and never after ``stale_at``. For the usual 900 s credential this is one API call per ~675 s per key
-      however many connections are opened (fixed windows refresh 15-minute credentials on every call, cf.
-      botocore issue #2189). Why 75%: it leaves 165 s (900 s lifetime) to 840 s (3600 s) between the first
-      background attempt and ``stale_at`` for retries with backoff, so one AWS hiccup never blocks a
-      connect, while still costing at most 4/3 of the minimum number of calls.
-    * Invariant for any positive ``L``: ``fetched_at + 25% L <= refresh_at <= stale_at < expiration``
-      (the defaults satisfy ``margin_fraction, margin_floor_fraction <= 1 - refresh_fraction``).
-    * ``refetch_interval`` = ``25% of L`` clamped to [0.5 s, 1 s]: the least time a freshly fetched
-      credential is served (see :class:`CredentialCache`), i.e. the fastest a key can be re-fetched.
-    """
-
-    refresh_fraction: float = 0.75
-    earliest_refresh_fraction: float = 0.25
-    margin_fraction: float = 0.10
-    margin_floor_fraction: float = 0.25
-    min_margin: float = 1.0
-    max_margin: float = 60.0
-    min_refetch_interval: float = 0.5
-    max_refetch_interval: float = 1.0
-
-    def __post_init__(self) -> None:
-        latest = 1.0 - max(self.margin_fraction, self.margin_floor_fraction)
-        if not 0.0 < self.earliest_refresh_fraction <= self.refresh_fraction <= latest:
-            raise ValueError("need 0 < earliest_refresh_fraction <= refresh_fraction <= 1 - margin fractions")
-        if not (self.margin_fraction > 0.0 and self.margin_floor_fraction > 0.0):
-            raise ValueError("margin fractions must be positive")
-        if not 0.0 < self.min_margin <= self.max_margin:
-            raise ValueError("need 0 < min_margin <= max_margin")
-        if not 0.0 < self.min_refetch_interval <= self.max_refetch_interval:
-            raise ValueError("need 0 < min_refetch_interval <= max_refetch_interval")
-
-    def margin(self, c: DbCredentials) -> float:
-        """Seconds before ``expiration`` from which ``c`` is no longer handed out."""
-        life = max(c.lifetime, 0.0)
-        floor = min(self.min_margin, self.margin_floor_fraction * life)
-        return min(max(self.margin_fraction * life, floor), self.max_margin)
-
-    def stale_at(self, c: DbCredentials) -> float:
-        """Mandatory: from here on never hand ``c`` out; callers block on a refresh."""
-        return c.expiration - self.margin(c)
-
-    def refresh_at(self, c: DbCredentials) -> float:
-        """Advisory: from here on serve ``c`` but start one background refresh."""
-        life = max(c.lifetime, 0.0)
-        at = c.fetched_at + self.refresh_fraction * life
-        if c.next_refresh is not None and c.next_refresh < at:
-            at = max(c.next_refresh, c.fetched_at + self.earliest_refresh_fraction * life)
-        return min(at, self.stale_at(c))
-
-    def refetch_interval(self, c: DbCredentials) -> float:
-        """Least time a just-fetched ``c`` is served, even if it arrived (nearly) stale."""
-        quarter = self.earliest_refresh_fraction * c.lifetime
-        return min(self.max_refetch_interval, max(self.min_refetch_interval, quarter))
-
-
-DEFAULT_POLICY = RefreshPolicy()
-
-
-def local_expiration(
-    expiration: float,
-    *,
-    server_date: float | None,
-    received_at: float,
-    requested_duration: float | None,
-) -> float:
-    """Map AWS's ``expiration`` (on AWS's clock) onto the local clock.
-
-    * ``server_date`` known (the response's ``Date`` header, AWS's clock): keep AWS's lifetime and start it
-      when the response arrived: ``received_at + (expiration - server_date)``.
-    * unknown: trust ``expiration`` as is, unless the lifetime it implies on our clock is implausible
-      (<= 0 or shorter than half of ``requested_duration``: our clock is ahead of AWS's); then assume AWS
-      issued what was asked: ``received_at + requested_duration``.
-    * either way never later than ``received_at + requested_duration`` (AWS issues no longer than asked;
-      a clock behind AWS's would otherwise make us serve expired passwords).
-
-    Example::
-
-        >>> local_expiration(2000.0, server_date=1100.0, received_at=1000.0, requested_duration=900.0)
-        1900.0
-        >>> local_expiration(1300.0, server_date=None, received_at=1000.0, requested_duration=900.0)
-        1900.0
-        >>> local_expiration(1800.0, server_date=None, received_at=1000.0, requested_duration=900.0)
-        1800.0
-    """
-    if server_date is not None:
-        local = received_at + (expiration - server_date)
-    else:
-        local = expiration
-        if requested_duration is not None and local - received_at < _PLAUSIBLE_FRACTION * requested_duration:
-            local = received_at + requested_duration
-    if requested_duration is not None:
-        local = min(local, received_at + requested_duration)
-    return local
-
-
-# --- counters ------------------------------------------------------------------------------------------------
-
-# One lock for every CacheStats: increments are rare and tiny. Re-created in a forked child (see below).
-_stats_lock = threading.Lock()
-
-
-class CacheStats:
-    """Counters a user can read, one object per engine (the cache itself is process-wide).
-
-    Attributes (ints): ``api_calls`` (fetches started on behalf of this owner, background ones included),
-    ``hits`` (served without a fetch on the caller's thread, including callers that waited for another
-    caller's fetch), ``refreshes`` (fetches that replaced a cached value, background or blocking),
-    ``failures`` (fetches that raised), ``login_retries`` (incremented by the adapters)::
-
-        >>> s = CacheStats()
-        >>> s.incr("login_retries")
-        >>> s.snapshot()["login_retries"]
-        1
-    """
-
-    NAMES: ClassVar[tuple[StatName, ...]] = ("api_calls", "hits", "refreshes", "failures", "login_retries")
-
-    def __init__(self) -> None:
-        self.api_calls = self.hits = self.refreshes = self.failures = self.login_retries = 0
-
-    def incr(self, name: StatName, n: int = 1) -> None:
-        """Add ``n`` to counter ``name`` (thread-safe)."""
-        if name not in self.NAMES:
-            raise ValueError(f"unknown counter {name!r}")
-        with _stats_lock:
-            setattr(self, name, getattr(self, name) + n)
-
-    def snapshot(self) -> dict[str, int]:
-        """A consistent copy of all counters."""
-        with _stats_lock:
-            return {name: getattr(self, name) for name in self.NAMES}
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v}" for k, v in self.snapshot().items())
-        return f"CacheStats({fields})"
 
 
 def _count(stats: CacheStats | None, name: StatName) -> None:
@@ -249,7 +62,14 @@ def _count(stats: CacheStats | None, name: StatName) -> None:
         stats.incr(name)
 
 
-# --- the single-flight core ----------------------------------------------------------------------------------
+def spawn_thread(target: Callable[[], None]) -> None:
+    """Refresh in the background, on a daemon thread (``refresh=background``)."""
+    threading.Thread(target=target, name="rs-iam-refresh", daemon=True).start()
+
+
+def run_inline(target: Callable[[], None]) -> None:
+    """Refresh on the caller's thread (``refresh=lazy``): no thread can be frozen mid-call."""
+    target()
 
 
 class _Flight(Generic[V]):
@@ -292,14 +112,6 @@ class _Entry(Generic[V]):
         self.error, self.traceback, self.error_until, self.errors = None, None, -math.inf, 0
 
 
-def _spawn_thread(target: Callable[[], None]) -> None:
-    threading.Thread(target=target, name="rs-iam-refresh", daemon=True).start()
-
-
-# Every live cache, so that a forked child can re-create their locks.
-_LIVE: weakref.WeakSet[_SingleFlightCache[Any, Any]] = weakref.WeakSet()
-
-
 class _SingleFlightCache(Generic[K, V]):
     """Keyed cache with single-flight fetches; subclasses say how long a value is served (``_windows``)."""
 
@@ -310,12 +122,11 @@ class _SingleFlightCache(Generic[K, V]):
             raise ValueError("max_entries must be at least 1")
         self._clock = clock
         self._max_entries = max_entries
-        self._spawn = spawn if spawn is not None else _spawn_thread
+        self._spawn = spawn if spawn is not None else spawn_thread
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 (jitter, not crypto)
         self._lock = threading.Lock()  # guards _entries and every _Entry; never held while fetching
         self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()  # least recently used first
         self._next_sweep = -math.inf
-        _LIVE.add(self)
 
     def _windows(self, value: V, now: float) -> tuple[float, float, float]:
         """(refresh_at, serve_until, drop_at) of a value stored at ``now``."""
@@ -332,16 +143,16 @@ class _SingleFlightCache(Generic[K, V]):
         while True:
             with self._lock:
                 now = self._clock()
-                entry = self._touch(key)
-                served = self._serve(entry, now, stats)
-                if served is None:
-                    slot = entry if entry is not None else self._insert(key, now)
+                entry = self._touch_locked(key)
+                found = self._servable_locked(entry, now, stats)
+                if found is None:
+                    slot = entry if entry is not None else self._insert_locked(key, now)
                     mine = slot.flight is None
                     if mine and slot.error is not None and now < slot.error_until:
                         raise slot.error.with_traceback(slot.traceback)  # negative cache
                     flight = slot.flight = slot.flight or _Flight(stats)
-            if served is not None:
-                return self._served(key, served, fetch, stats)
+            if found is not None:
+                return self._hand_out(key, found, fetch, stats)
             if mine:
                 return self._fetch(key, slot, flight, fetch)
             flight.done.wait()
@@ -356,9 +167,15 @@ class _SingleFlightCache(Generic[K, V]):
         ``fetch``), or ``None`` when :meth:`get` would have to fetch, wait or raise."""
         with self._lock:
             now = self._clock()
-            entry = self._touch(key)
-            served = self._serve(entry, now, stats)
-        return None if served is None else self._served(key, served, fetch, stats)
+            entry = self._touch_locked(key)
+            found = self._servable_locked(entry, now, stats)
+        return None if found is None else self._hand_out(key, found, fetch, stats)
+
+    def holds(self, key: K, value: V) -> bool:
+        """True if ``key`` still holds this very ``value`` (not one stored since)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry is not None and entry.value is value
 
     def clear(self) -> None:
         """Forget every key. Fetches in progress still deliver to their waiters, but are not stored."""
@@ -374,15 +191,15 @@ class _SingleFlightCache(Generic[K, V]):
         with self._lock:
             return list(self._entries)
 
-    # internals; names ending in _locked need self._lock held
+    # internals
 
-    def _touch(self, key: K) -> _Entry[V] | None:
+    def _touch_locked(self, key: K) -> _Entry[V] | None:
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
         return entry
 
-    def _serve(
+    def _servable_locked(
         self, entry: _Entry[V] | None, now: float, stats: CacheStats | None
     ) -> tuple[_Entry[V], V, _Flight[V] | None] | None:
         """(entry, value, background flight to start) if the value may be handed out now, else None."""
@@ -393,14 +210,14 @@ class _SingleFlightCache(Generic[K, V]):
             refresh = entry.flight = _Flight(stats)
         return entry, entry.value, refresh
 
-    def _served(
+    def _hand_out(
         self,
         key: K,
-        served: tuple[_Entry[V], V, _Flight[V] | None],
+        found: tuple[_Entry[V], V, _Flight[V] | None],
         fetch: Callable[[], V],
         stats: CacheStats | None,
     ) -> V:
-        entry, value, refresh = served
+        entry, value, refresh = found
         _count(stats, "hits")
         if refresh is not None:
 
@@ -477,7 +294,7 @@ class _SingleFlightCache(Generic[K, V]):
         entry.error_until = now + min(_NEGATIVE_CAP, _NEGATIVE_BASE * 2.0 ** min(entry.errors - 1, 30))
         return None
 
-    def _insert(self, key: K, now: float) -> _Entry[V]:
+    def _insert_locked(self, key: K, now: float) -> _Entry[V]:
         if len(self._entries) >= self._max_entries:
             self._make_room_locked(now)
         entry: _Entry[V] = _Entry()
@@ -511,24 +328,11 @@ class _SingleFlightCache(Generic[K, V]):
                 del self._entries[key]
             # else: keep the entry so its fetch in progress (or its negative cache) still applies
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork(self) -> None:
+        """In a forked child: a new lock, and no fetch in progress (its thread is not in this process)."""
         self._lock = threading.Lock()
         for entry in self._entries.values():
             entry.flight = None  # its fetching thread does not exist in this process
-
-
-def _reinit_after_fork() -> None:
-    global _stats_lock
-    _stats_lock = threading.Lock()
-    for cache in list(_LIVE):
-        cache._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_after_fork)
-
-
-# --- the two caches ------------------------------------------------------------------------------------------
 
 
 class CredentialCache(_SingleFlightCache[K, DbCredentials]):
@@ -565,11 +369,7 @@ class CredentialCache(_SingleFlightCache[K, DbCredentials]):
         self.policy = policy
 
     def _windows(self, value: DbCredentials, now: float) -> tuple[float, float, float]:
-        p = self.policy
-        hold_until = now + p.refetch_interval(value)
-        serve_until = max(p.stale_at(value), hold_until)
-        refresh_at = min(serve_until, max(p.refresh_at(value), hold_until))
-        return refresh_at, serve_until, max(value.expiration, serve_until)
+        return self.policy.windows(value, now)
 
     def invalidate(self, key: K, credentials: DbCredentials | None = None) -> None:
         """Drop ``key``'s credential if it is still ``credentials`` (always if ``None``), so that a fresher one

@@ -259,16 +259,16 @@ def _iso(epoch: float | None) -> str | None:
 def cmd_credentials(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     config = config_from_args(args)
     err.write(f"fetching credentials for {config.target.describe()} (database {config.database!r})...\n")
-    from .connector import IamConnector
+    from .registry import REGISTRY
 
-    connector = IamConnector(config)
+    connector = REGISTRY.new_connector(config)
     creds = connector.credentials()
     data: dict[str, Any] = {
         "dbUser": creds.user,
         "expiration": _iso(creds.expiration),
         "nextRefreshTime": _iso(creds.next_refresh),
         "target": config.target.describe(),
-        "region": connector.clients.region,
+        "region": connector.identity.region,
         "database": config.database,
     }
     if args.show_password:
@@ -294,9 +294,9 @@ def cmd_credentials(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int
 
 def cmd_env(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     config = config_from_args(args)
-    from .connector import IamConnector
+    from .registry import REGISTRY
 
-    connector = IamConnector(config)
+    connector = REGISTRY.new_connector(config)
     host, port = connector.endpoint()
     creds = connector.credentials()
     values = {
@@ -377,8 +377,6 @@ def _prepare_url(raw: str) -> Any:
 
 
 def cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    from .connector import IamConnector
-
     checker = _Checker(err)
     report = checker.report
     try:
@@ -396,10 +394,10 @@ def cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         )
         connector = checker.step(
             "AWS identity",
-            lambda: _with_identity(IamConnector(config)),
-            lambda c: f"{c.clients.identity_hint()} in {c.clients.region}",
+            lambda: _with_identity(config),
+            lambda c: f"{c.identity.label} in {c.identity.region}",
         )
-        if connector.endpoint_is_resolved():
+        if connector.needs_lookup:
             op = "GetWorkgroup" if config.target.workgroup else "DescribeClusters"
             host, port = checker.step(f"resolve ({op})", connector.endpoint, lambda hp: f"{hp[0]}:{hp[1]}")
         else:
@@ -452,8 +450,12 @@ def _show_url(url: Any) -> str:
     return str(url.render_as_string(hide_password=True))
 
 
-def _with_identity(connector: Any) -> Any:
-    connector.clients.identity()  # reads the AWS credential chain now, so a missing key fails in this step
+def _with_identity(config: IamConfig) -> Any:
+    from .registry import REGISTRY
+
+    connector = REGISTRY.new_connector(config)
+    # Resolve the AWS credential chain now, so that a missing or unusable key fails in this step.
+    REGISTRY.clients(connector.identity, config.aws).ensure_credentials()  # type: ignore[attr-defined]
     return connector
 
 

@@ -1,62 +1,100 @@
-"""Glue between a validated configuration, the AWS layer and the process-wide caches.
+"""The one connect path every adapter uses: endpoint + credentials -> open -> recover once.
 
-One :class:`IamConnector` per engine (or per ``connect()`` configuration). Its :meth:`IamConnector.connect`
-is what every adapter calls: resolve host/port (cached), take credentials from the cache, open the driver
-connection, and recover once from a login the database refused (revoked password, clock skew) or from a
-resolved host that no longer answers.
+An :class:`IamConnector` holds one configuration and is handed its collaborators: how to tell which AWS
+identity would sign now, how to reach AWS as that identity, the credential and endpoint caches, the budget
+for forced refreshes and the counters of its owner. The adapters get them from the registry
+(:mod:`sqlalchemy_rs_iam.registry`); unit tests pass fakes::
 
-Example::
-
-    connector = IamConnector(parse_config({"workgroup": "analytics", "region": "us-east-1"}, database="dev"))
+    connector = IamConnector(
+        config,
+        identify=lambda: Identity("test", "a test identity", "us-east-1"),
+        clients=lambda identity: FakeAws(),            # fetch_credentials(config), resolve_endpoint(target)
+        credentials=CredentialCache(), endpoints=TtlCache(),
+        budget=ForcedRefreshBudget(clock=time.monotonic),
+    )
     conn = connector.connect(lambda host, port, creds: redshift_connector.connect(
         host=host, port=port, database="dev", user=creds.user, password=creds.password))
-    connector.stats.snapshot()   # {'api_calls': 1, 'hits': 0, ...}
+
+Cache keys are the signing identity plus the configuration itself (see :class:`CacheKey`): two engines
+share a credential only if they sign as the same identity and agree on every other parameter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Any, Literal, Protocol, TypeVar
 
-from .aws import AwsClients, clients_for
-from .cache import CacheStats, CredentialCache, TtlCache
+from .cache import CredentialCache, TtlCache
 from .config import IamConfig, Target
+from .counters import CacheStats
 from .credentials import DbCredentials
+from .identity import Identity
+from .policy import ForcedRefreshBudget
+
+__all__ = ["AwsApi", "CacheKey", "IamConnector", "classify_connect_error"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class CredentialKey:
-    """What makes two credentials interchangeable. Names and ids only, never a secret."""
+class AwsApi(Protocol):
+    """What the connector needs from AWS (:class:`sqlalchemy_rs_iam.aws.AwsClients`, or a fake)."""
 
-    identity: str
-    region: str
-    endpoint_url: str | None  # another AWS endpoint (a proxy, a local emulator) issues other credentials
-    target: Target
-    database: str
-    db_user: str | None
-    auto_create: bool
-    db_groups: tuple[str, ...]
-    duration_seconds: int
+    def fetch_credentials(self, config: IamConfig) -> DbCredentials: ...
+
+    def resolve_endpoint(self, target: Target) -> tuple[str, int]: ...
 
 
-@dataclass(frozen=True)
-class EndpointKey:
-    identity: str
-    region: str
-    endpoint_url: str | None
-    target: Target
+class CacheKey:
+    """A secret-free cache key: the signing identity, its region and a scope taken whole from the config.
+
+    The hash is computed once, because a key is hashed on every connect.
+    """
+
+    __slots__ = ("_hash", "identity", "region", "scope")
+
+    def __init__(self, identity: str, region: str, scope: Hashable) -> None:
+        self.identity, self.region, self.scope = identity, region, scope
+        self._hash = hash((identity, region, scope))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, CacheKey)
+            and self._hash == other._hash
+            and (self.identity, self.region, self.scope) == (other.identity, other.region, other.scope)
+        )
+
+    def __repr__(self) -> str:
+        return f"CacheKey({self.identity!r}, {self.region!r}, {self.scope!r})"
 
 
-#: Process-wide caches: every engine and connect() call in this process shares them.
-CREDENTIALS: CredentialCache[CredentialKey] = CredentialCache()
-ENDPOINTS: TtlCache[EndpointKey, tuple[str, int]] = TtlCache()
+def credential_scope(config: IamConfig) -> Hashable:
+    """Everything in the configuration except where to connect: any parameter that may change what AWS
+    issues (and any added later) separates credentials by default."""
+    return dataclasses.replace(config, host=None, port=None)
+
+
+def endpoint_scope(config: IamConfig) -> Hashable:
+    return ("endpoint", config.aws, config.target)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Binding:
+    """The keys and AWS calls of one identity, rebuilt only when the identity changes."""
+
+    identity: Identity
+    credential_key: CacheKey
+    endpoint_key: CacheKey
+    fetch: Callable[[], DbCredentials]
+    resolve: Callable[[], tuple[str, int]]
+
 
 ConnectErrorKind = Literal["auth", "network"]
 
@@ -74,7 +112,10 @@ def classify_connect_error(exc: BaseException) -> ConnectErrorKind | None:
     """``auth`` if the database refused the credentials, ``network`` if the host did not answer, else None.
 
     Driver-agnostic: reads the SQLSTATE where the driver exposes one (psycopg2 ``pgcode``, psycopg 3 /
-    asyncpg ``sqlstate``, redshift_connector's error dict) and falls back to the message.
+    asyncpg ``sqlstate``, redshift_connector's error dict) and falls back to the message::
+
+        >>> classify_connect_error(ConnectionRefusedError(111, "Connection refused"))
+        'network'
     """
     code: Any = getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)
     if code is None and exc.args and isinstance(exc.args[0], dict):
@@ -92,92 +133,154 @@ def classify_connect_error(exc: BaseException) -> ConnectErrorKind | None:
     return None
 
 
+def _call(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
 class IamConnector:
-    """Credentials and endpoint for one configuration, with the login-retry policy.
+    """Credentials and endpoint for one configuration, with the recovery policy of a failed login.
 
     ``stats`` counts on behalf of this connector's owner (an engine): API calls, cache hits, refreshes,
-    failures and login retries.
+    failures and login retries. The identity is read when the connector is made and again whenever its
+    cache entry is cold (and on :meth:`recheck_identity`); a warm entry is served without reading it.
     """
 
-    def __init__(self, config: IamConfig, *, session: Any = None, stats: CacheStats | None = None) -> None:
+    def __init__(
+        self,
+        config: IamConfig,
+        *,
+        identify: Callable[[], Identity],
+        clients: Callable[[Identity], AwsApi],
+        credentials: CredentialCache[CacheKey],
+        endpoints: TtlCache[CacheKey, tuple[str, int]],
+        budget: ForcedRefreshBudget[Hashable],
+        stats: CacheStats | None = None,
+    ) -> None:
         self.config = config
-        self.clients: AwsClients = clients_for(config.aws, session)
         self.stats = stats if stats is not None else CacheStats()
-        self._credential_key: CredentialKey | None = None
-        self._endpoint_key_cached: EndpointKey | None = None
+        self._identify = identify
+        self._clients = clients
+        self._credentials = credentials
+        self._endpoints = endpoints
+        self._budget = budget
+        self._credential_scope = credential_scope(config)
+        self._endpoint_scope = endpoint_scope(config)
+        self._binding = self._bind(identify())  # a missing profile or region fails here, not at connect
 
     def __repr__(self) -> str:
-        return f"<IamConnector {self.config.target.describe()} in {self.clients.region} db={self.config.database!r}>"
+        b = self._binding
+        return (
+            f"<IamConnector {self.config.target.describe()} in {b.identity.region} "
+            f"db={self.config.database!r} as {b.identity.label}>"
+        )
 
-    # --- keys ---------------------------------------------------------------------------------------------
+    # --- identity and keys -----------------------------------------------------------------------------------
 
-    # Both keys are built once: the configuration is frozen and the identity, once computed, never changes
-    # for these clients. Every connect then hashes a ready key instead of building and hashing a new one.
-    def credential_key(self) -> CredentialKey:
-        key = self._credential_key
-        if key is None:
-            c = self.config
-            key = self._credential_key = CredentialKey(
-                identity=self.clients.identity(),
-                region=self.clients.region,
-                endpoint_url=c.aws.endpoint_url,
-                target=c.target,
-                database=c.database,
-                db_user=c.db_user,
-                auto_create=c.auto_create,
-                db_groups=c.db_groups,
-                duration_seconds=c.duration_seconds,
-            )
-        return key
+    @property
+    def identity(self) -> Identity:
+        """The AWS identity this connector currently signs as."""
+        return self._binding.identity
 
-    def _endpoint_key(self) -> EndpointKey:
-        key = self._endpoint_key_cached
-        if key is None:
-            key = self._endpoint_key_cached = EndpointKey(
-                self.clients.identity(), self.clients.region, self.config.aws.endpoint_url, self.config.target
-            )
-        return key
+    @property
+    def credential_key(self) -> CacheKey:
+        return self._binding.credential_key
+
+    def aws(self) -> AwsApi:
+        """The AWS clients calls go through now (they sign as :attr:`identity`)."""
+        return self._clients(self._binding.identity)
+
+    def recheck_identity(self) -> Identity:
+        """Read the AWS configuration again; later calls sign as (and are keyed by) what it names now."""
+        return self._rebind().identity
+
+    def _rebind(self) -> _Binding:
+        who = self._identify()
+        current = self._binding
+        if who == current.identity:
+            return current
+        log.info("AWS identity for %s is now %s", self.config.target.describe(), who.label)
+        self._binding = self._bind(who)
+        return self._binding
+
+    def _bind(self, who: Identity) -> _Binding:
+        config, clients, stats = self.config, self._clients, self.stats
+
+        def fetch() -> DbCredentials:
+            return clients(who).fetch_credentials(config)
+
+        def resolve() -> tuple[str, int]:
+            stats.incr("api_calls")
+            return clients(who).resolve_endpoint(config.target)
+
+        return _Binding(
+            who,
+            CacheKey(who.key, who.region, self._credential_scope),
+            CacheKey(who.key, who.region, self._endpoint_scope),
+            fetch,
+            resolve,
+        )
 
     # --- credentials and endpoint ---------------------------------------------------------------------------
 
     def credentials(self) -> DbCredentials:
-        """Cached credentials, fetched or refreshed as the cache's time policy says (may block on AWS)."""
-        return CREDENTIALS.get(self.credential_key(), self._fetch, self.stats)
+        """Cached credentials, fetched or refreshed as the time policy says (may block on AWS)."""
+        b = self._binding
+        found = self._credentials.peek(b.credential_key, b.fetch, self.stats)
+        if found is not None:
+            return found
+        b = self._rebind()  # a cold entry sees the AWS configuration as it is now
+        return self._credentials.get(b.credential_key, b.fetch, self.stats)
 
     def cached_credentials(self) -> DbCredentials | None:
         """Credentials if they can be had without blocking (for event loops); else None."""
-        return CREDENTIALS.peek(self.credential_key(), self._fetch, self.stats)
-
-    def _fetch(self) -> DbCredentials:
-        return self.clients.fetch_credentials(self.config)
+        b = self._binding
+        return self._credentials.peek(b.credential_key, b.fetch, self.stats)
 
     def invalidate(self, credentials: DbCredentials | None = None) -> None:
-        CREDENTIALS.invalidate(self.credential_key(), credentials)
+        """Drop the cached credential (only if it is still ``credentials``, when given)."""
+        self._credentials.invalidate(self._binding.credential_key, credentials)
 
-    def endpoint(self) -> tuple[str, int]:
-        """(host, port): the explicit one from the configuration, else GetWorkgroup / DescribeClusters (cached)."""
-        c = self.config
-        if c.host is not None:
-            return c.host, c.port or 5439
-        host, port = ENDPOINTS.get(self._endpoint_key(), self._resolve)
-        return host, c.port or port
-
-    def cached_endpoint(self) -> tuple[str, int] | None:
-        """(host, port) if known without waiting on AWS (explicit, or resolved and cached); else None."""
-        c = self.config
-        if c.host is not None:
-            return c.host, c.port or 5439
-        found = ENDPOINTS.peek(self._endpoint_key(), self._resolve)
-        return None if found is None else (found[0], c.port or found[1])
-
-    def _resolve(self) -> tuple[str, int]:
-        self.stats.incr("api_calls")
-        return self.clients.resolve_endpoint(self.config.target)
-
-    def endpoint_is_resolved(self) -> bool:
+    @property
+    def needs_lookup(self) -> bool:
+        """True when host and port come from GetWorkgroup / DescribeClusters (no explicit host)."""
         return self.config.host is None
 
-    # --- the one connect path every adapter uses --------------------------------------------------------------
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port): the explicit one from the configuration, else looked up (cached)."""
+        c = self.config
+        if c.host is not None:
+            return c.host, c.port or 5439
+        b = self._binding
+        found = self._endpoints.peek(b.endpoint_key, b.resolve)
+        if found is None:
+            b = self._rebind()
+            found = self._endpoints.get(b.endpoint_key, b.resolve)
+        return found[0], c.port or found[1]
+
+    def cached_endpoint(self) -> tuple[str, int] | None:
+        """(host, port) if known without waiting on AWS (explicit, or looked up and cached); else None."""
+        c = self.config
+        if c.host is not None:
+            return c.host, c.port or 5439
+        b = self._binding
+        found = self._endpoints.peek(b.endpoint_key, b.resolve)
+        return None if found is None else (found[0], c.port or found[1])
+
+    def _may_replace(self, key: CacheKey, refused: DbCredentials) -> bool:
+        """A refused credential that is still cached costs a forced refresh from the budget; one already
+        replaced by another caller (concurrent refusals of the same password) is retried for free."""
+        if not self._credentials.holds(key, refused):
+            return True
+        if self._budget.take(("login", key)):
+            return True
+        log.info(
+            "login to %s refused again; not fetching new credentials for %.0f s (forced-refresh budget)",
+            self.config.target.describe(),
+            self._budget.next_token_in(("login", key)),
+        )
+        return False
+
+    # --- the one connect path ---------------------------------------------------------------------------------
 
     def connect(
         self,
@@ -187,14 +290,16 @@ class IamConnector:
     ) -> T:
         """Open a connection with ``open_(host, port, credentials)``.
 
-        A login refused with cached credentials is retried once with freshly fetched ones; a resolved host
-        that does not answer is re-resolved once. Any other error, or a second failure, propagates.
-        ``call_blocking`` runs whatever may wait on AWS (asyncio adapters pass one that runs it in a worker
-        thread, so the event loop never blocks); credentials the cache can hand out at once skip it.
+        A login refused with cached credentials is retried once with freshly fetched ones; a looked-up host
+        that does not answer is looked up again once. Both are forced refreshes, limited per key by the
+        budget (2 at once, then 1 per 30 s): past it the database's error is raised at once, without an AWS
+        call. Any other error, or a second failure, propagates. ``call_blocking`` runs whatever may wait on
+        AWS (asyncio adapters pass one that runs it in a worker thread); what the caches can hand out at
+        once skips it.
         """
-        run: Callable[[Callable[[], Any]], Any] = call_blocking or (lambda fn: fn())
+        run = call_blocking or _call
         cached = self.cached_endpoint() if call_blocking is not None else None
-        host, port = cached or (run(self.endpoint) if self.endpoint_is_resolved() else self.endpoint())
+        host, port = cached or (run(self.endpoint) if self.needs_lookup else self.endpoint())
         creds = self.cached_credentials() if call_blocking is not None else None
         if creds is None:
             creds = run(self.credentials)
@@ -202,17 +307,18 @@ class IamConnector:
             return open_(host, port, creds)
         except Exception as exc:
             kind = classify_connect_error(exc)
-            if kind == "auth":
+            b = self._binding
+            if kind == "auth" and self._may_replace(b.credential_key, creds):
                 log.info(
-                    "login as %s to %s refused; fetching new credentials and retrying once",
+                    "login as %s to %s refused; retrying once with new credentials",
                     creds.user,
                     self.config.target.describe(),
                 )
                 self.stats.incr("login_retries")
-                self.invalidate(creds)
+                self._credentials.invalidate(b.credential_key, creds)
                 return open_(host, port, run(self.credentials))
-            if kind == "network" and self.endpoint_is_resolved():
-                ENDPOINTS.invalidate(self._endpoint_key())
+            if kind == "network" and self.needs_lookup and self._budget.take(("lookup", b.endpoint_key)):
+                self._endpoints.invalidate(b.endpoint_key)
                 new_host, new_port = run(self.endpoint)
                 if (new_host, new_port) != (host, port):
                     log.info(

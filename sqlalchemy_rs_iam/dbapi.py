@@ -14,17 +14,13 @@ Keywords that are not plugin parameters (``ssl``, ``timeout``, ``application_nam
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from .config import PARAMETERS, parse_config
 from .connector import IamConnector
 from .credentials import DbCredentials
 from .errors import ConfigurationError
-
-_CONNECTORS: dict[tuple[Any, ...], IamConnector] = {}
-_LOCK = threading.Lock()
-_MAX_CONNECTORS = 256
+from .registry import REGISTRY
 
 
 def get_connector(
@@ -36,21 +32,18 @@ def get_connector(
     session: Any = None,
     **params: Any,
 ) -> IamConnector:
-    """The shared :class:`IamConnector` for a configuration (its ``stats`` count every ``connect()`` with it)."""
+    """The shared :class:`IamConnector` for a configuration (its ``stats`` count every ``connect()`` with it).
+
+    One per configuration and boto3 ``session`` (held weakly, never confused with a later session that
+    reuses its memory); the registry bounds how many are kept.
+    """
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
         raise ConfigurationError(unknown[0], f"not a parameter of rs_iam (known: {', '.join(PARAMETERS)})")
     config = parse_config(
         params, database=database, host=host, port=port, username=user, username_parameter="user"
     )
-    key = (config, id(session) if session is not None else None)
-    with _LOCK:
-        found = _CONNECTORS.get(key)
-        if found is None:
-            if len(_CONNECTORS) >= _MAX_CONNECTORS:  # unbounded distinct configs must not grow memory
-                _CONNECTORS.clear()
-            found = _CONNECTORS[key] = IamConnector(config, session=session)
-    return found
+    return REGISTRY.connector(config, session)
 
 
 def connect(
@@ -70,6 +63,7 @@ def connect(
         raise ConfigurationError("password", "must not be given: rs_iam fetches a temporary password")
     plugin_params = {name: kwargs.pop(name) for name in PARAMETERS if name in kwargs}
     conn = get_connector(database=database, host=host, port=port, user=user, session=session, **plugin_params)
+    conn.recheck_identity()  # a change of the AWS configuration is seen by the next connect()
     import redshift_connector
 
     database_name = conn.config.database

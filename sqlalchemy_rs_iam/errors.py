@@ -71,7 +71,3 @@ class ServiceUnavailableError(AwsError):
 
 class AwsCredentialsError(AwsError):
     """No AWS credentials could be found or assumed for the configured profile / role."""
-
-
-class LoginError(RsIamError):
-    """The database refused a login made with freshly issued temporary credentials."""

@@ -28,25 +28,20 @@ import inspect
 import logging
 import re
 import typing
-import weakref
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, CreateEnginePlugin, Engine, ExceptionContext
 
-from .cache import CacheStats
 from .config import PARAMETERS, parse_bool, parse_config, parse_int
-from .connector import IamConnector
 from .credentials import DbCredentials
 from .errors import ConfigurationError
+from .registry import REGISTRY, connector_for, stats
 
 log = logging.getLogger(__name__)
 
 #: Keyword arguments of ``create_engine`` the plugin takes (and removes).
 ENGINE_KWARGS = ("rs_iam_session",)
-
-_CONNECTORS: weakref.WeakKeyDictionary[Engine, IamConnector] = weakref.WeakKeyDictionary()
 
 
 class RedshiftIAMPlugin(CreateEnginePlugin):
@@ -64,15 +59,15 @@ class RedshiftIAMPlugin(CreateEnginePlugin):
             username=url.username,
             password=url.password,
         )
-        # Builds the boto3 session now (reads AWS config files, no network), so a missing profile or
-        # region fails here, at create_engine, not at the first checkout.
-        self.connector = IamConnector(config, session=session)
+        # Reads the AWS configuration now (environment and files; no boto3, no network), so a missing
+        # profile or region fails here, at create_engine, not at the first checkout.
+        self.connector = REGISTRY.new_connector(config, session)
 
     def update_url(self, url: URL) -> URL:
         return url.difference_update_query(PARAMETERS)
 
     def engine_created(self, engine: Engine) -> None:
-        _CONNECTORS[engine] = self.connector
+        REGISTRY.register_engine(engine, self.connector)
         event.listen(engine, "do_connect", self._do_connect)
         if getattr(engine.dialect, "driver", "") == "redshift_connector":
             event.listen(engine, "handle_error", _mark_redshift_connector_disconnects)
@@ -112,25 +107,6 @@ def _mark_redshift_connector_disconnects(context: ExceptionContext) -> None:
         and _RC_DISCONNECT.search(str(exc))
     ):
         context.is_disconnect = True  # the pool invalidates it (and, pre-pinging, reconnects)
-
-
-def connector_for(engine: Engine) -> IamConnector:
-    """The :class:`IamConnector` behind an engine created with ``plugin=rs_iam``."""
-    target = getattr(engine, "sync_engine", engine)  # AsyncEngine wraps a sync Engine
-    try:
-        return _CONNECTORS[target]
-    except KeyError:
-        raise ValueError("this engine was not created with plugin=rs_iam") from None
-
-
-def stats(engine: Engine) -> Mapping[str, int]:
-    """Counters of an rs_iam engine: ``api_calls``, ``hits``, ``refreshes``, ``failures``, ``login_retries``.
-
-    >>> stats(engine)["api_calls"]   # doctest: +SKIP
-    1
-    """
-    result: CacheStats = connector_for(engine).stats
-    return result.snapshot()
 
 
 # redshift_connector takes booleans and integers, but a URL delivers strings, and "false" is truthy: the exact

@@ -43,7 +43,7 @@ __all__ = ["rs_iam_env", "rs_iam_url", "rs_standin", "rs_standin_clean"]
 def _reset_plugin_caches() -> None:
     import sqlalchemy_rs_iam
 
-    hook = getattr(sqlalchemy_rs_iam, "_reset_for_tests", None)
+    hook = getattr(sqlalchemy_rs_iam, "reset", None)
     if callable(hook):
         hook()
 

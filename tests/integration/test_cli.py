@@ -25,7 +25,7 @@ from sqlalchemy_rs_iam import cli
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOGIN = "IAM:alice-dev"
 
 

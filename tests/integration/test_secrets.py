@@ -24,7 +24,8 @@ from helpers import current_user
 from sqlalchemy.pool import NullPool
 
 import sqlalchemy_rs_iam
-from sqlalchemy_rs_iam import aws, connector, errors
+from sqlalchemy_rs_iam import errors
+from sqlalchemy_rs_iam.registry import REGISTRY
 from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn
 from sqlalchemy_rs_iam.testing.store import IssuedCredential
 
@@ -210,17 +211,17 @@ def test_full_lifecycle_at_debug_leaks_no_secret(
         rs_connector = sqlalchemy_rs_iam.connector_for(engine)
         seen.extend((repr(engine), repr(engine.url), str(engine.url), repr(engine.pool)))
         seen.extend((repr(rs_connector), repr(rs_connector.config), repr(rs_connector.stats)))
-        seen.append(repr(vars(rs_connector.clients)))
+        seen.append(repr(vars(rs_connector.aws())))
         seen.append(engine.url.render_as_string(hide_password=False))
         creds = rs_connector.cached_credentials()
         if creds is not None:
             seen.extend((repr(creds), str(creds), f"{creds}", repr([creds])))
-    keys = connector.CREDENTIALS.keys()
+    keys = REGISTRY.credentials.keys()
     assert len(keys) >= 6
     seen.extend(repr(k) for k in keys)
-    endpoint_keys = connector.ENDPOINTS.keys()  # a cache, not a dict: keys() is its API
+    endpoint_keys = REGISTRY.endpoints.keys()  # a cache, not a dict: keys() is its API
     seen.extend(repr(k) for k in endpoint_keys)
-    seen.extend(repr(c) for c in aws._REGISTRY.values())
+    seen.extend(repr(c) for c in REGISTRY._clients.values())
 
     secrets = _secrets(rs, issued)
     assert len(issued) >= 10
@@ -253,25 +254,25 @@ def test_external_id_is_never_echoed(rs: RedshiftStandIn) -> None:
     engine = sa.create_engine(rs.url(role_arn="arn:aws:iam::123456789012:role/ext-role", external_id=good))
     assert current_user(engine) == "IAMR:ext-role"
     rs_connector = sqlalchemy_rs_iam.connector_for(engine)
-    for text in (repr(rs_connector.config), repr(rs_connector.credential_key()), repr(rs_connector)):
+    for text in (repr(rs_connector.config), repr(rs_connector.credential_key), repr(rs_connector)):
         assert good not in text
-    assert "ext=" in rs_connector.credential_key().identity  # ... but distinct ids are distinct keys
+    assert "ext=" in rs_connector.credential_key.identity  # ... but distinct ids are distinct keys
 
 
 def test_cache_keys_and_state_hold_no_secret(rs: RedshiftStandIn, issued: list[IssuedCredential]) -> None:
     engine = sa.create_engine(rs.url(role_arn=rs.role_arn))
     current_user(engine)
     rs_connector = sqlalchemy_rs_iam.connector_for(engine)
-    key = rs_connector.credential_key()
+    key = rs_connector.credential_key
     # The identity names the source access key id and the role: identifiers, not secrets.
     assert rs.identities["rs-iam-a"].access_key_id in key.identity
     assert rs.role_arn in key.identity
-    held = connector.CREDENTIALS.keys() + connector.ENDPOINTS.keys()  # caches, not dicts
+    held = REGISTRY.credentials.keys() + REGISTRY.endpoints.keys()  # caches, not dicts
     state = [repr(k) for k in held]
     state += [
         repr(vars(rs_connector)),
         repr(vars(rs_connector.config)),
-        repr(rs_connector.clients.identity()),
+        repr(rs_connector.identity),
     ]
     _assert_no_secret("\n".join(state), _secrets(rs, issued))
     # The credential object masks its password in every rendering, but still holds it for the driver.
@@ -327,7 +328,7 @@ def test_identities_never_share_credentials(rs: RedshiftStandIn) -> None:
     for _ in range(3):  # interleaved, warm and cold: each engine always logs in as its own identity
         for name, (engine, user) in engines.items():
             assert current_user(engine) == user, name
-    keys = {sqlalchemy_rs_iam.connector_for(e).credential_key() for e, _ in engines.values()}
+    keys = {sqlalchemy_rs_iam.connector_for(e).credential_key for e, _ in engines.values()}
     # "profile a" and "default profile" are the same keys in the same files, but the profile name is part
     # of the identity; every other pair differs in keys, role or source.
     assert len(keys) == len(engines)

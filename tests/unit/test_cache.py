@@ -1,10 +1,8 @@
-"""Unit tests of the cache's time policy, in fake time (plus a few with real threads and a real fork)."""
+"""Unit tests of the single-flight caches, in fake time (plus a few with real threads)."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import threading
 import time
 import traceback
@@ -13,15 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sqlalchemy_rs_iam import cache as cache_mod
-from sqlalchemy_rs_iam.cache import (
-    CacheStats,
-    CredentialCache,
-    RefreshPolicy,
-    TtlCache,
-    local_expiration,
-)
+from sqlalchemy_rs_iam.cache import CredentialCache, TtlCache
+from sqlalchemy_rs_iam.counters import CacheStats
 from sqlalchemy_rs_iam.credentials import DbCredentials
+from sqlalchemy_rs_iam.policy import RefreshPolicy
 
 T0 = 1_700_000_000.0
 POLICY = RefreshPolicy()
@@ -115,100 +108,6 @@ def wait_until(predicate, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.002)
-
-
-# --- RefreshPolicy ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("lifetime", "margin", "refresh_after"),
-    [(3.0, 0.75, 2.25), (60.0, 6.0, 45.0), (900.0, 60.0, 675.0), (3600.0, 60.0, 2700.0)],
-)
-def test_margin_and_refresh_scale_with_lifetime(lifetime, margin, refresh_after):
-    c = creds(lifetime=lifetime)
-    assert POLICY.margin(c) == pytest.approx(margin)
-    assert POLICY.stale_at(c) == pytest.approx(T0 + lifetime - margin)
-    assert POLICY.refresh_at(c) == pytest.approx(T0 + refresh_after)
-
-
-@pytest.mark.parametrize(
-    ("next_refresh_in", "expected"),
-    [
-        (300.0, 300.0),  # earlier than 75%: honoured
-        (100.0, 225.0),  # earlier than 25%: clamped to 25% of the lifetime
-        (-5000.0, 225.0),  # already in the past on our clock: clamped, no refresh storm
-        (800.0, 675.0),  # later than 75%: the 75% point wins
-        (None, 675.0),
-    ],
-)
-def test_next_refresh_is_honoured_and_clamped(next_refresh_in, expected):
-    nr = None if next_refresh_in is None else T0 + next_refresh_in
-    assert POLICY.refresh_at(creds(next_refresh=nr)) == pytest.approx(T0 + expected)
-
-
-def test_policy_rejects_inconsistent_fractions():
-    with pytest.raises(ValueError):
-        RefreshPolicy(refresh_fraction=0.95)
-    with pytest.raises(ValueError):
-        RefreshPolicy(earliest_refresh_fraction=0.8)
-    with pytest.raises(ValueError):
-        RefreshPolicy(min_margin=100.0)
-
-
-@settings(max_examples=500, deadline=None)
-@given(
-    fetched_at=st.floats(0.0, 4e9),
-    lifetime=st.floats(1e-3, 1e6),
-    next_refresh=st.one_of(st.none(), st.floats(-1e7, 1e7)),
-)
-def test_policy_invariants(fetched_at, lifetime, next_refresh):
-    c = DbCredentials(
-        user="u",
-        password="p",
-        fetched_at=fetched_at,
-        expiration=fetched_at + lifetime,
-        next_refresh=None if next_refresh is None else fetched_at + next_refresh,
-    )
-    life = c.lifetime
-    refresh, stale = POLICY.refresh_at(c), POLICY.stale_at(c)
-    assert c.fetched_at <= refresh <= stale < c.expiration
-    assert refresh >= c.fetched_at + 0.25 * life - 1e-6
-    assert 0.5 <= POLICY.refetch_interval(c) <= 1.0
-
-
-# --- local_expiration (clock skew) -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("expiration", "server_date", "requested", "expected"),
-    [
-        (T0 + 7200 + 900, T0 + 7200, 900.0, T0 + 900),  # AWS 2 h ahead, Date known: mapped onto our clock
-        (T0 - 7200 + 900, T0 - 7200, 900.0, T0 + 900),  # AWS 2 h behind, Date known
-        (T0 + 900.4, T0 - 0.6, 900.0, T0 + 900),  # Date truncated to seconds: never longer than requested
-        (T0 + 3000, T0 + 2000, None, T0 + 1000),  # Date known, duration unknown: AWS's lifetime kept
-        (T0 + 850, None, 900.0, T0 + 850),  # no Date, plausible (small skew): trusted as is
-        (T0 - 100, None, 900.0, T0 + 900),  # no Date, already expired on our clock: assume what we asked
-        (T0 + 200, None, 900.0, T0 + 900),  # no Date, far shorter than asked: our clock is ahead
-        (T0 + 5000, None, 900.0, T0 + 900),  # no Date, our clock behind AWS's: capped at what we asked
-        (T0 - 100, None, None, T0 - 100),  # nothing to go on: unchanged (the cache copes, see below)
-    ],
-)
-def test_local_expiration(expiration, server_date, requested, expected):
-    got = local_expiration(expiration, server_date=server_date, received_at=T0, requested_duration=requested)
-    assert got == pytest.approx(expected)
-
-
-@given(
-    expiration=st.floats(-1e5, 1e5),
-    server_date=st.one_of(st.none(), st.floats(-1e5, 1e5)),
-    requested=st.floats(900, 3600),
-)
-def test_local_expiration_never_exceeds_requested_duration(expiration, server_date, requested):
-    got = local_expiration(T0 + expiration, server_date=None if server_date is None else T0 + server_date,
-                           received_at=T0, requested_duration=requested)  # fmt: skip
-    assert got <= T0 + requested
-    if server_date is None:
-        assert got - T0 >= 0.5 * requested  # never implausibly short without a Date to prove it
 
 
 # --- hits, windows, background refresh --------------------------------------------------------------------------
@@ -756,60 +655,6 @@ def test_eviction_spares_a_fetch_in_progress():
     assert cache.keys() == ["a", "c"]
     pending.run_all()
     assert stats.refreshes == 1 and cache.get("a", fetch) is fetch.issued[-1]
-
-
-# --- fork safety ------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_fork_while_locks_are_held_and_a_fetch_is_in_flight():
-    clock = FakeClock()
-    cache = CredentialCache(clock=clock)
-    ttl: TtlCache[str, str] = TtlCache(clock=clock)
-    warm = cache.get("warm", Fetcher(clock))
-    fetching, release, locked = threading.Event(), threading.Event(), threading.Event()
-
-    def slow_fetch():
-        fetching.set()
-        release.wait(30)
-        return creds(clock.t)
-
-    def hold_locks():
-        with cache._lock, ttl._lock, cache_mod._stats_lock:
-            locked.set()
-            release.wait(30)
-
-    threads = [
-        threading.Thread(target=cache.get, args=("busy", slow_fetch)),
-        threading.Thread(target=hold_locks),
-    ]
-    threads[0].start()
-    assert fetching.wait(10)
-    threads[1].start()
-    assert locked.wait(10)
-    pid = os.fork()
-    if pid == 0:  # child: only this thread exists; every lock above is "held" by a thread that is gone
-        code = 1
-        try:
-            signal.alarm(20)  # a deadlock kills the child instead of hanging the test
-            stats = CacheStats()
-            assert cache.get("warm", Fetcher(clock), stats) is warm  # cached credentials survive the fork
-            child = Fetcher(clock)
-            assert cache.get("busy", child, stats) is child.issued[0]  # in-flight fetch forgotten
-            assert ttl.get("host", lambda: "h") == "h"
-            assert stats.snapshot()["api_calls"] == 1 and stats.hits == 1
-            code = 0
-        finally:
-            os._exit(code)
-    try:
-        _, status = os.waitpid(pid, 0)
-    finally:
-        release.set()
-        for t in threads:
-            t.join(10)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert cache.get("busy", Fetcher(clock)).user == "u"  # the parent's fetch completed normally
 
 
 # --- TtlCache ---------------------------------------------------------------------------------------------------

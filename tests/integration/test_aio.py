@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("greenlet", reason="SQLAlchemy's asyncio support needs greenlet")
 
 LOGIN = "IAM:alice-dev"
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def async_url(rs, driver: str, **params) -> str:

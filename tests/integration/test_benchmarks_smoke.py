@@ -16,7 +16,7 @@ import pytest
 
 from sqlalchemy_rs_iam.testing.postgres import DSN_ENV, docker_available, find_postgres_bindir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("matplotlib")
 pytestmark = [

@@ -14,14 +14,14 @@ from types import ModuleType
 
 import pytest
 
-from sqlalchemy_rs_iam import connector
+from sqlalchemy_rs_iam.registry import REGISTRY
 from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _soak() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
     spec = importlib.util.spec_from_file_location("rs_iam_soak", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -50,7 +50,7 @@ def test_64_threads_mixed_pools_short_credentials_random_faults(
     }  # fmt: skip
     for key, n in report.fetches.items():
         assert 2 <= n <= report.ideal_fetches * 1.35 + 1, (key, n, report.ideal_fetches)
-    assert len(connector.CREDENTIALS) == 3  # one cache entry per key, nothing else accumulates
+    assert len(REGISTRY.credentials) == 3  # one cache entry per key, nothing else accumulates
     # No growth: memory (generous), and no thread of ours left behind.
     assert report.rss_growth < 64 << 20
     assert report.leftover_threads == []

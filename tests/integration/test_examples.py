@@ -13,7 +13,7 @@ from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def run_example(name: str, url: str, env: dict[str, str]) -> str:

@@ -24,7 +24,8 @@ from helpers import api_calls, current_user
 from sqlalchemy.pool import NullPool
 
 import sqlalchemy_rs_iam
-from sqlalchemy_rs_iam import aws, cache, connector, errors
+from sqlalchemy_rs_iam import counters, errors
+from sqlalchemy_rs_iam.registry import REGISTRY
 from sqlalchemy_rs_iam.testing.emulator import AwsEmulator
 from sqlalchemy_rs_iam.testing.front import RedshiftFront
 from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn
@@ -98,7 +99,7 @@ def test_warm_cache_makes_aws_faults_invisible(rs: RedshiftStandIn) -> None:
 
 def test_timeout_defaults_are_sane_and_bound_every_call(rs: RedshiftStandIn) -> None:
     engine = sa.create_engine(rs.url())
-    clients = sqlalchemy_rs_iam.connector_for(engine).clients
+    clients = sqlalchemy_rs_iam.connector_for(engine).aws()
     config = clients.client("redshift-serverless").meta.config
     assert (config.connect_timeout, config.read_timeout) == (2.0, 5.0)
     assert config.retries == {"mode": "standard", "total_max_attempts": 3}
@@ -106,7 +107,7 @@ def test_timeout_defaults_are_sane_and_bound_every_call(rs: RedshiftStandIn) -> 
     worst = 3 * (config.connect_timeout + config.read_timeout) + sum(min(2**i, 20) for i in range(2))
     assert worst <= 30
     tuned = sa.create_engine(rs.url(aws_connect_timeout="0.5", aws_read_timeout="1.5", aws_max_attempts="2"))
-    config = sqlalchemy_rs_iam.connector_for(tuned).clients.client("redshift-serverless").meta.config
+    config = sqlalchemy_rs_iam.connector_for(tuned).aws().client("redshift-serverless").meta.config
     assert (config.connect_timeout, config.read_timeout) == (0.5, 1.5)
     assert config.retries["total_max_attempts"] == 2
 
@@ -151,7 +152,7 @@ def test_hanging_aws_with_warm_cache_serves_until_stale(rs: RedshiftStandIn) -> 
     rs_connector = sqlalchemy_rs_iam.connector_for(engine)
     creds = rs_connector.cached_credentials()
     assert creds is not None
-    policy = connector.CREDENTIALS.policy
+    policy = REGISTRY.credentials.policy
     refresh_at, stale_at = policy.refresh_at(creds), policy.stale_at(creds)
     assert refresh_at < stale_at - 2
     rs.emulator.faults.hang("GetCredentials", 60)
@@ -355,10 +356,10 @@ def test_fork_with_warm_cache_and_locks_held(rs: RedshiftStandIn) -> None:
         time.sleep(0.01)
     # ... and another thread holds every lock of ours.
     holding, release = threading.Event(), threading.Event()
-    clients = sqlalchemy_rs_iam.connector_for(warm).clients
+    clients = sqlalchemy_rs_iam.connector_for(warm).aws()
 
     def hold_locks() -> None:
-        with connector.CREDENTIALS._lock, connector.ENDPOINTS._lock, aws._REGISTRY_LOCK, cache._stats_lock, \
+        with REGISTRY.credentials._lock, REGISTRY.endpoints._lock, REGISTRY._lock, counters._lock, \
                 clients._lock:  # fmt: skip
             holding.set()
             release.wait(30)
