@@ -214,6 +214,16 @@ class IdentityResolver:
         config = _read_sections(config_path, config_file=True)
         credentials = _read_sections(credentials_path, config_file=False)
         profile = options.profile or env.get("AWS_DEFAULT_PROFILE") or env.get("AWS_PROFILE") or "default"
+        named = options.profile is not None or "AWS_DEFAULT_PROFILE" in env or "AWS_PROFILE" in env
+        uses_profile = not (has_env_keys and options.profile is None)
+        if uses_profile and named and profile not in config and profile not in credentials:
+            source = "the URL" if options.profile is not None else "AWS_PROFILE / AWS_DEFAULT_PROFILE"
+            raise ConfigurationError(
+                "aws_profile",
+                f"profile {profile!r} (from {source}) is not in the AWS config file ({config_path}) "
+                f"or credentials file ({credentials_path})",
+            )
+
         region = (
             options.region
             or env.get("AWS_REGION")
@@ -227,15 +237,6 @@ class IdentityResolver:
             key_id = env["AWS_ACCESS_KEY_ID"]
             return Identity(
                 f"env:{key_id}", f"AWS keys from the environment ({key_id})", region, None, key_id
-            )
-
-        named = options.profile is not None or "AWS_DEFAULT_PROFILE" in env or "AWS_PROFILE" in env
-        if named and profile not in config and profile not in credentials:
-            source = "the URL" if options.profile is not None else "AWS_PROFILE / AWS_DEFAULT_PROFILE"
-            raise ConfigurationError(
-                "aws_profile",
-                f"profile {profile!r} (from {source}) is not in the AWS config file ({config_path}) "
-                f"or credentials file ({credentials_path})",
             )
 
         material: list[str] = [f"files={config_path}|{credentials_path}"]
