@@ -63,7 +63,14 @@ _SELECTORS = (
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
     "HOME",
+    # where calls go: another endpoint (a proxy, an emulator) issues other credentials
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_REDSHIFT",
+    "AWS_ENDPOINT_URL_REDSHIFT_SERVERLESS",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
 )
+_ENDPOINT_SELECTORS = tuple(name for name in _SELECTORS if "ENDPOINT_URL" in name)
 _SELECTORS_RAW = tuple(os.fsencode(name) for name in _SELECTORS)
 # Profile settings that are secrets: never read into an identity, not even hashed.
 _SECRET_SETTINGS = frozenset({"aws_secret_access_key", "aws_session_token", "aws_security_token"})
@@ -233,13 +240,13 @@ class IdentityResolver:
         if not region:
             raise _no_region()
 
+        endpoints = "".join(f"|{name}={env[name]}" for name in _ENDPOINT_SELECTORS if env.get(name))
         if has_env_keys and options.profile is None:  # botocore's first provider; a URL profile disables it
             key_id = env["AWS_ACCESS_KEY_ID"]
-            return Identity(
-                f"env:{key_id}", f"AWS keys from the environment ({key_id})", region, None, key_id
-            )
+            key = f"env:{key_id}" + (f"#{digest(endpoints)}" if endpoints else "")
+            return Identity(key, f"AWS keys from the environment ({key_id})", region, None, key_id)
 
-        material: list[str] = [f"files={config_path}|{credentials_path}"]
+        material: list[str] = [f"files={config_path}|{credentials_path}{endpoints}"]
         file_key_id = self._profile_material(profile, config, credentials, material, set())
         for name in ("AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME", "AWS_WEB_IDENTITY_TOKEN_FILE",
                      "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",

@@ -76,6 +76,17 @@ def test_env_keys_name_the_access_key_id(files: dict[str, str]) -> None:
     assert ident(env, profile="b").startswith("profile:b:AKIABBBB#")
 
 
+def test_an_endpoint_override_is_part_of_the_identity(files: dict[str, str]) -> None:
+    env = {
+        **files,
+        "AWS_ACCESS_KEY_ID": "AKIAENV1",
+        "AWS_SECRET_ACCESS_KEY": SECRET_A,
+        "AWS_REGION": "us-east-1",
+    }
+    assert ident(env) != ident({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert ident(files) != ident({**files, "AWS_ENDPOINT_URL_REDSHIFT_SERVERLESS": "http://127.0.0.1:9"})
+
+
 def test_profile_switches_change_the_key(files: dict[str, str]) -> None:
     default = ident(files)
     assert default.startswith("profile:default:AKIADEFAULT#")
