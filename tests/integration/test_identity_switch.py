@@ -3,6 +3,7 @@ and memory per role configuration (the review's findings 1-3), against the stand
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def test_60_alternating_per_request_sessions_with_a_role_never_cross(rs: Redshif
             continue
         finally:
             del session
+            gc.collect()  # as a request handler's session would be, sooner or later: its memory is reused
         cur = conn.cursor()
         cur.execute("select current_user")
         wrong += tenant != "rs-iam-a" or cur.fetchone()[0] != f"IAMR:{rs.role_principal}"
