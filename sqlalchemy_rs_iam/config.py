@@ -319,94 +319,147 @@ def parse_config(
 ) -> IamConfig:
     """Validate plugin parameters plus the URL's own parts and build the :class:`IamConfig`.
 
-    ``params`` holds only plugin parameters (see :data:`PARAMETERS`); values are strings from a URL
-    (a tuple when repeated) or typed values from ``connect()``. The ``*_parameter`` arguments are how
-    the caller spells the URL parts in messages.
+    ``params`` holds only plugin parameters (see :data:`PARAMETERS`); values are strings from a URL (a tuple
+    when repeated) or typed values from ``connect()``. The ``*_parameter`` arguments are how the caller spells
+    the URL parts in messages. Each step below raises :class:`ConfigurationError` for its parameters, in
+    this order::
+
+        >>> parse_config({"cluster": "etl", "db_groups": "b,a"}, database="dev", username="alice").db_groups
+        ('a', 'b')
     """
     p = _Params(params)
+    _check_no_password(params, password)
+    _check_iam_flag(p)
+    # connect() passes these straight from the caller: anything but text is a clear error, not a TypeError.
+    host_text = _text_part(host_parameter, host)
+    username_text = _text_part(username_parameter, username)
+    database_text = _text_part(database_parameter, database)
+
+    explicit_host = _parse_host(host_parameter, host_text)
+    target, region = _parse_target_and_region(p, explicit_host, host_parameter)
+    database_name = _parse_database(database_parameter, database_text)
+    db_user, user_param = _parse_user(p, username_text, username_parameter)
+    auto_create = parse_bool("auto_create", p.scalar("auto_create")) if "auto_create" in p.params else False
+    db_groups = _parse_groups(p.params.get("db_groups"))
+    _check_serverless_rules(p, target, db_user, user_param, db_groups)
+    _check_with_iam_rules(p, target, db_user, db_groups)
+    duration = (
+        parse_int("duration_seconds", p.scalar("duration_seconds"), 900, 3600)
+        if "duration_seconds" in p.params
+        else DEFAULT_DURATION
+    )
+    conn_host, conn_port = _parse_endpoint(explicit_host, port, target)
+    aws = _parse_aws_options(p, region)
+
+    return IamConfig(
+        target=target,
+        database=database_name,
+        db_user=db_user,
+        auto_create=auto_create,
+        db_groups=db_groups,
+        duration_seconds=duration,
+        aws=aws,
+        host=conn_host,
+        port=conn_port,
+    )
+
+
+def _check_no_password(params: Mapping[str, object], password: object) -> None:
     if password is not None and password != "":
         raise ConfigurationError(
             "password", "must not be set: rs_iam fetches a temporary password for every new connection"
         )
-    if "iam" in params and parse_bool("iam", p.scalar("iam")):
+
+
+def _check_iam_flag(p: _Params) -> None:
+    if "iam" in p.params and parse_bool("iam", p.scalar("iam")):
         raise ConfigurationError(
             "iam",
             "redshift_connector's own IAM must stay off with plugin=rs_iam (the plugin fetches and caches the "
             "credentials itself); remove iam=true",
         )
 
-    # connect() passes these straight from the caller: anything but text is a clear error, not a TypeError.
-    host_text = _text_part(host_parameter, host)
-    username = _text_part(username_parameter, username)
-    database = _text_part(database_parameter, database)
+
+def _parse_host(parameter: str, host: str | None) -> str | None:
+    """The explicit endpoint host, lowercased; None when the URL has none."""
+    return host.strip().lower() if host else None
+
+
+def _parse_target_and_region(p: _Params, host: str | None, host_parameter: str) -> tuple[Target, str | None]:
+    """The target (parameters, else implied by a Redshift endpoint host) and the region, if known yet."""
     region = p.text("region", check_region)
-    explicit_host = host_text.strip().lower() if host_text else None
-    implied: Target | None = None
-    host_region: str | None = None
-    if explicit_host:
-        implied, host_region = _target_from_host(explicit_host)
+    implied, host_region = _target_from_host(host) if host else (None, None)
     if region is not None and host_region is not None and region != host_region:
         raise ConfigurationError(
             "region", f"{region!r} contradicts the endpoint host, which is in region {host_region!r}"
         )
+    return _choose_target(p, implied, host, host_parameter), region or host_region
 
-    target = _choose_target(p, implied, explicit_host, host_parameter)
 
+def _parse_database(parameter: str, database: str | None) -> str:
     if database is None or database == "":
-        raise ConfigurationError(database_parameter, "required: name the database in the URL path, e.g. /dev")
-    check_db_name(database_parameter, database)
+        raise ConfigurationError(parameter, "required: name the database in the URL path, e.g. /dev")
+    return check_db_name(parameter, database)
 
+
+def _parse_user(p: _Params, username: str | None, username_parameter: str) -> tuple[str | None, str]:
+    """The database user (``db_user`` or the URL user, which must agree) and the parameter that named it."""
     db_user = p.text("db_user", check_db_user)
-    if username:
-        check_db_user(username_parameter, username)
-        if db_user is not None and db_user != username:
+    if not username:
+        return db_user, "db_user"
+    check_db_user(username_parameter, username)
+    if db_user is not None and db_user != username:
+        raise ConfigurationError(
+            "db_user", f"{db_user!r} contradicts the URL user {username!r}; give only one of them"
+        )
+    return username, username_parameter
+
+
+def _check_serverless_rules(
+    p: _Params, target: Target, db_user: str | None, user_param: str, db_groups: tuple[str, ...]
+) -> None:
+    if target.service is not Service.SERVERLESS:
+        return
+    for name, given in (
+        (user_param, db_user),
+        ("auto_create", "auto_create" in p.params),
+        ("db_groups", db_groups),
+    ):
+        if given:
             raise ConfigurationError(
-                "db_user", f"{db_user!r} contradicts the URL user {username!r}; give only one of them"
+                name,
+                "not supported for Redshift Serverless: GetCredentials issues the database user of the "
+                "calling IAM identity; remove it, or use a provisioned cluster",
             )
-        db_user = username
-        user_param = username_parameter
-    else:
-        user_param = "db_user"
 
-    auto_create = parse_bool("auto_create", p.scalar("auto_create")) if "auto_create" in params else False
-    db_groups = _parse_groups(params.get("db_groups"))
-    if target.service is Service.SERVERLESS:
-        for name, given in (
-            (user_param, db_user),
-            ("auto_create", "auto_create" in params),
-            ("db_groups", db_groups),
-        ):
-            if given:
-                raise ConfigurationError(
-                    name,
-                    "not supported for Redshift Serverless: GetCredentials issues the database user of the "
-                    "calling IAM identity; remove it, or use a provisioned cluster",
-                )
-    elif db_user is None:
-        for name, given in (("auto_create", "auto_create" in params), ("db_groups", db_groups)):
-            if given:
-                raise ConfigurationError(
-                    name,
-                    "needs db_user (or a user in the URL): without one the plugin calls "
-                    "GetClusterCredentialsWithIAM, which takes neither auto_create nor db_groups",
-                )
 
-    duration = (
-        parse_int("duration_seconds", p.scalar("duration_seconds"), 900, 3600)
-        if "duration_seconds" in params
-        else DEFAULT_DURATION
-    )
+def _check_with_iam_rules(
+    p: _Params, target: Target, db_user: str | None, db_groups: tuple[str, ...]
+) -> None:
+    """Provisioned without a database user means GetClusterCredentialsWithIAM, which has fewer inputs."""
+    if target.service is not Service.PROVISIONED or db_user is not None:
+        return
+    for name, given in (("auto_create", "auto_create" in p.params), ("db_groups", db_groups)):
+        if given:
+            raise ConfigurationError(
+                name,
+                "needs db_user (or a user in the URL): without one the plugin calls "
+                "GetClusterCredentialsWithIAM, which takes neither auto_create nor db_groups",
+            )
 
-    if port is not None:
-        port = parse_int("port", port, 1, 65535)
-    conn_host: str | None = explicit_host
-    if conn_host is None and target.custom_domain is not None:
-        conn_host = target.custom_domain
-    if conn_host is not None and port is None:
-        port = DEFAULT_PORT
 
+def _parse_endpoint(host: str | None, port: object, target: Target) -> tuple[str | None, int | None]:
+    """Explicit host and port: the URL host, else the custom domain; 5439 unless a port is given."""
+    number = parse_int("port", port, 1, 65535) if port is not None else None
+    conn_host = host if host is not None else target.custom_domain
+    if conn_host is not None and number is None:
+        number = DEFAULT_PORT
+    return conn_host, number
+
+
+def _parse_aws_options(p: _Params, region: str | None) -> AwsOptions:
     aws = AwsOptions(
-        region=region or host_region,
+        region=region,
         profile=p.text("aws_profile", _check_profile),
         endpoint_url=p.text("aws_endpoint_url", check_endpoint_url),
         role_arn=p.text("role_arn", _check_role_arn),
@@ -416,25 +469,14 @@ def parse_config(
         read_timeout=_opt_seconds(p, "aws_read_timeout", AwsOptions.read_timeout),
         max_attempts=(
             parse_int("aws_max_attempts", p.scalar("aws_max_attempts"), 1, 20)
-            if "aws_max_attempts" in params
+            if "aws_max_attempts" in p.params
             else AwsOptions.max_attempts
         ),
     )
     for dependent in ("role_session_name", "external_id"):
-        if dependent in params and aws.role_arn is None:
+        if dependent in p.params and aws.role_arn is None:
             raise ConfigurationError(dependent, "only applies together with role_arn")
-
-    return IamConfig(
-        target=target,
-        database=database,
-        db_user=db_user,
-        auto_create=auto_create,
-        db_groups=db_groups,
-        duration_seconds=duration,
-        aws=aws,
-        host=conn_host,
-        port=port,
-    )
+    return aws
 
 
 def _text_part(parameter: str, value: object) -> str | None:
