@@ -57,27 +57,39 @@ _FALSE = frozenset({"false", "0", "no"})
 
 # --- AWS constraints (../shared/seeds/: where two disagree, the newer API reference wins) ---------------
 # Public: the stand-in's AWS emulator validates requests with these same patterns.
-WORKGROUP_RE = re.compile(r"[a-z0-9-]{3,64}")
+# Every pattern is ASCII-only (explicit classes, and re.ASCII so no \w or \d can ever match 'ñ' or an Arabic-Indic digit):
+# AWS's own patterns are ASCII, and a Unicode look-alike that passed here would only fail at the first
+# connect, with a raw botocore error instead of a ConfigurationError.
+WORKGROUP_RE = re.compile(r"[a-z0-9-]{3,64}", re.ASCII)
 CUSTOM_DOMAIN_RE = re.compile(
-    r"(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])"
+    r"(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])", re.ASCII
 )
 # Redshift cluster identifiers: lowercase, first a letter, no trailing hyphen, no "--".
-_CLUSTER_RE = re.compile(r"[a-z](?!.*--)[a-z0-9-]{0,62}(?<!-)")
-DB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+.@-]{0,63}")
-DB_GROUP_RE = re.compile(r"[a-z][a-z0-9_+.@-]{0,63}")
-_REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
-_ROLE_ARN_RE = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
-_ROLE_SESSION_RE = re.compile(r"[\w+=,.@-]{2,64}")
-_EXTERNAL_ID_RE = re.compile(r"[\w+=,.@:/-]{2,1224}")
-_PROFILE_RE = re.compile(r"[^\s\[\]]{1,128}")
+_CLUSTER_RE = re.compile(r"[a-z](?!.*--)[a-z0-9-]{0,62}(?<!-)", re.ASCII)
+DB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+.@-]{0,63}", re.ASCII)
+DB_GROUP_RE = re.compile(r"[a-z][a-z0-9_+.@-]{0,63}", re.ASCII)
+_REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}", re.ASCII)
+_ROLE_ARN_RE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}", re.ASCII)
+_ROLE_SESSION_RE = re.compile(r"[A-Za-z0-9_+=,.@-]{2,64}", re.ASCII)
+_EXTERNAL_ID_RE = re.compile(r"[A-Za-z0-9_+=,.@:/-]{2,1224}", re.ASCII)
+# Profile names are section names in ~/.aws/config: printable ASCII without space, '[' or ']'.
+_PROFILE_RE = re.compile(r"[\x21-\x5a\x5c\x5e-\x7e]{1,128}", re.ASCII)
+# The URL host the driver connects to: a DNS name, an IPv4 address, or an IPv6 address (SQLAlchemy's URL
+# gives it without brackets; connect() callers may keep them).
+_IPV6 = r"[0-9A-Fa-f.]{0,39}:[0-9A-Fa-f:.]{0,39}:[0-9A-Fa-f.]{0,39}"  # at least two colons: not host:port
+_HOST_RE = re.compile(rf"[A-Za-z0-9._-]{{1,253}}|{_IPV6}|\[{_IPV6}\]", re.ASCII)
+# Surrounding whitespace a user may paste with a value; anything else (Unicode spaces, controls) is an error.
+_ASCII_SPACE = " \t\n\r\x0b\x0c"
 
 # Redshift endpoint hosts imply the target and region.
 _SERVERLESS_HOST_RE = re.compile(
-    r"(?P<name>[a-z0-9-]+)\.(?P<account>\d{12})\.(?P<region>[a-z0-9-]+)"
-    r"\.redshift-serverless\.amazonaws\.com(\.cn)?"
+    r"(?P<name>[a-z0-9-]+)\.(?P<account>[0-9]{12})\.(?P<region>[a-z0-9-]+)"
+    r"\.redshift-serverless\.amazonaws\.com(\.cn)?",
+    re.ASCII,
 )
 _PROVISIONED_HOST_RE = re.compile(
-    r"(?P<name>[a-z][a-z0-9-]*)\.(?P<suffix>[a-z0-9]+)\.(?P<region>[a-z0-9-]+)\.redshift\.amazonaws\.com(\.cn)?"
+    r"(?P<name>[a-z][a-z0-9-]*)\.(?P<suffix>[a-z0-9]+)\.(?P<region>[a-z0-9-]+)\.redshift\.amazonaws\.com(\.cn)?",
+    re.ASCII,
 )
 
 #: Redshift reserved words: not allowed as database, user or group names.
@@ -183,7 +195,7 @@ def parse_bool(parameter: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        lowered = value.strip().lower()
+        lowered = value.strip(_ASCII_SPACE).lower()
         if lowered in _TRUE:
             return True
         if lowered in _FALSE:
@@ -196,7 +208,7 @@ def parse_int(parameter: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ConfigurationError(parameter, f"{_show(value)} is not a whole number from {low} to {high}")
     if isinstance(value, str):
-        if not re.fullmatch(r"[0-9]{1,9}", value):
+        if not re.fullmatch(r"[0-9]{1,9}", value, re.ASCII):
             raise ConfigurationError(parameter, f"{_show(value)} is not a whole number from {low} to {high}")
         number = int(value)
     else:
@@ -213,7 +225,7 @@ def parse_seconds(parameter: str, value: object, low: float, high: float) -> flo
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConfigurationError(parameter, f"{_show(value)} is not a number of seconds from {low} to {high}")
     if isinstance(value, str):
-        if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", value):
+        if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", value, re.ASCII):
             raise ConfigurationError(
                 parameter, f"{_show(value)} is not a number of seconds from {low} to {high}"
             )
@@ -381,8 +393,17 @@ def _check_iam_flag(p: _Params) -> None:
 
 
 def _parse_host(parameter: str, host: str | None) -> str | None:
-    """The explicit endpoint host, lowercased; None when the URL has none."""
-    return host.strip().lower() if host else None
+    """The explicit endpoint host, lowercased; None when the URL has none (``""`` counts as none)."""
+    if not host:
+        return None
+    text = host.strip(_ASCII_SPACE)
+    if not _HOST_RE.fullmatch(text):
+        raise ConfigurationError(
+            parameter,
+            f"{_show(host)} is not a host name or IP address: at most 253 ASCII letters, digits and "
+            "'.', '_', '-', or an IPv6 address",
+        )
+    return text.lower()
 
 
 def _parse_target_and_region(p: _Params, host: str | None, host_parameter: str) -> tuple[Target, str | None]:
@@ -490,7 +511,7 @@ def _choose_target(p: _Params, implied: Target | None, host: str | None, host_pa
     service_value = p.scalar("service") if "service" in p.params else None
     service: Service | None = None
     if service_value is not None:
-        text = str(service_value).strip().lower()
+        text = str(service_value).strip(_ASCII_SPACE).lower()
         if text not in ("serverless", "provisioned"):
             raise ConfigurationError(
                 "service", f"{_show(service_value)} is not one of: serverless, provisioned"
@@ -554,7 +575,7 @@ def _parse_groups(value: object) -> tuple[str, ...]:
                 "db_groups", f"{_show(item)} is not a group name; use a comma-separated list"
             )
         for part in item.split(","):
-            name = part.strip()
+            name = part.strip(_ASCII_SPACE)
             if not name:
                 raise ConfigurationError(
                     "db_groups", f"{_show(item)} has an empty group name; use e.g. db_groups=analysts,loaders"
@@ -572,7 +593,11 @@ def _opt_seconds(p: _Params, name: str, default: float) -> float:
 
 def _check_profile(parameter: str, value: str) -> str:
     if not _PROFILE_RE.fullmatch(value):
-        raise ConfigurationError(parameter, f"{_show(value)} is not a profile name from your AWS config")
+        raise ConfigurationError(
+            parameter,
+            f"{_show(value)} is not an AWS profile name: 1-128 printable ASCII characters, "
+            "without spaces, '[' or ']'",
+        )
     return value
 
 
@@ -627,9 +652,10 @@ class _Params:
             return None
         if not isinstance(value, str):
             raise ConfigurationError(name, f"{_show(value)} is not text")
-        if not value.strip():
+        text = value.strip(_ASCII_SPACE)
+        if not text:
             raise ConfigurationError(name, "is empty; give a value or leave the parameter out")
-        return check(name, value.strip())
+        return check(name, text)
 
 
 def _show(value: object) -> str:

@@ -1,0 +1,95 @@
+"""Regression tests for input that slipped past validation (independent security review, December 2026).
+
+Every test here failed against the code before the fix: each value was accepted at ``create_engine`` and
+failed later (at the first connect, with a raw botocore / urllib error) or not at all. Now each is a
+``ConfigurationError`` naming the parameter, raised by ``parse_config`` before any AWS call. Pure: no I/O.
+New names (``FORBIDDEN_QUERY_PARAMETERS``, ``MAX_DB_GROUPS`` ...) are read inside the tests that need them,
+so against old code each test fails on its own instead of the whole module failing to import.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sqlalchemy_rs_iam import config
+from sqlalchemy_rs_iam.config import parse_config
+from sqlalchemy_rs_iam.errors import ConfigurationError
+
+ROLE = "arn:aws:iam::123456789012:role/etl-role"
+
+
+def rejected(params: dict[str, object], **url_parts: object) -> ConfigurationError:
+    with pytest.raises(ConfigurationError) as info:
+        parse_config(params, **{"database": "dev", **url_parts})
+    return info.value
+
+
+# --- Unicode-aware \w / \d: AWS's patterns are ASCII ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "param,value",
+    [
+        ("role_session_name", "ñandú"),
+        ("role_session_name", "etl-rôle"),
+        ("role_session_name", "night\u0663"),  # ARABIC-INDIC DIGIT THREE matched \w
+        ("external_id", "ext-ñandú"),
+        ("external_id", "shared-\u0661\u0662"),
+        ("role_arn", "arn:aws:iam::123456789012:role/etl-rôle"),
+        (
+            "role_arn",
+            "arn:aws:iam::\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661\u0662:role/x",
+        ),
+        ("region", "us-east-\u0661"),  # passed, then botocore's InvalidRegionError at the first connect
+        ("region", "us-east-\uff11"),  # FULLWIDTH DIGIT ONE
+        ("aws_profile", "prod\x00"),
+        ("aws_profile", "pröd"),
+        ("aws_profile", "prod\x7f"),
+    ],
+)
+def test_non_ascii_and_control_characters_are_rejected(param: str, value: str) -> None:
+    params: dict[str, object] = {"workgroup": "analytics", param: value}
+    if param in ("role_session_name", "external_id"):
+        params["role_arn"] = ROLE
+    e = rejected(params)
+    assert e.parameter == param
+    if param == "external_id":
+        assert value not in str(e)  # a shared secret: never echoed
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        # Arabic-Indic account digits matched \d: the host implied workgroup 'analytics' in us-east-1.
+        "analytics.\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661\u0662"
+        ".us-east-1.redshift-serverless.amazonaws.com",
+        # KELVIN SIGN lowercases to ASCII 'k': the host implied workgroup 'kanalytics'.
+        "\u212aanalytics.123456789012.us-east-1.redshift-serverless.amazonaws.com",
+        "127.0.0.1\r\nX-Injected: 1",
+        "db.exämple.com",
+        "\u3000",
+    ],
+)
+def test_url_host_must_be_an_ascii_host_name_or_ip(host: str) -> None:
+    assert rejected({"workgroup": "analytics"}, host=host).parameter == "host"
+    assert rejected({"workgroup": "analytics"}, host=host, host_parameter="hostname").parameter == "hostname"
+
+
+@pytest.mark.parametrize("value", ["analytics\u3000", "\u00a0analytics", "analytics\x1c"])
+def test_only_ascii_whitespace_around_a_value_is_forgiven(value: str) -> None:
+    # str.strip() removed Unicode spaces and the \x1c-\x1f separators too, so these were 'analytics'.
+    assert rejected({"workgroup": value}).parameter == "workgroup"
+
+
+@pytest.mark.parametrize("value", ["true\u3000", "\u00a0yes"])
+def test_booleans_forgive_only_ascii_whitespace(value: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        config.parse_bool("auto_create", value)
+    assert info.value.parameter == "auto_create"
+
+
+def test_every_module_pattern_is_compiled_ascii_only() -> None:
+    patterns = {name: v for name, v in vars(config).items() if isinstance(v, type(config.WORKGROUP_RE))}
+    assert len(patterns) >= 13  # the test really looks at the module's patterns
+    for name, pattern in patterns.items():
+        assert pattern.flags & config.re.ASCII, name
