@@ -21,7 +21,6 @@ import enum
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -78,6 +77,13 @@ _PROFILE_RE = re.compile(r"[\x21-\x5a\x5c\x5e-\x7e]{1,128}", re.ASCII)
 # gives it without brackets; connect() callers may keep them).
 _IPV6 = r"[0-9A-Fa-f.]{0,39}:[0-9A-Fa-f:.]{0,39}:[0-9A-Fa-f.]{0,39}"  # at least two colons: not host:port
 _HOST_RE = re.compile(rf"[A-Za-z0-9._-]{{1,253}}|{_IPV6}|\[{_IPV6}\]", re.ASCII)
+# aws_endpoint_url: scheme, host (DNS name, IPv4 or [IPv6]), port, then a path of printable ASCII without
+# '?' or '#'. No '@' anywhere in the authority, so no user info; no query string, which botocore would
+# mangle when it appends the operation's own path and query.
+_ENDPOINT_URL_RE = re.compile(
+    rf"(?i:https?)://(?:[A-Za-z0-9._-]{{1,253}}|\[{_IPV6}\])(?::(?P<port>[0-9]{{1,5}}))?(?:/[!-\"$->@-~]*)?",
+    re.ASCII,
+)
 # Surrounding whitespace a user may paste with a value; anything else (Unicode spaces, controls) is an error.
 _ASCII_SPACE = " \t\n\r\x0b\x0c"
 
@@ -301,16 +307,18 @@ def check_region(parameter: str, value: str) -> str:
 
 
 def check_endpoint_url(parameter: str, value: str) -> str:
-    try:
-        parts = urlsplit(value)
-        port_ok = parts.port is None or 0 < parts.port < 65536
-    except ValueError:
-        port_ok = False
-        parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.username:
-        raise ConfigurationError(
-            parameter, f"{_show(value)} is not an endpoint URL such as https://host[:port] (no user info)"
-        )
+    """``http(s)://host[:port][/path]`` in printable ASCII: no user info, query, fragment or whitespace.
+
+    botocore sends every request to this URL: a CR/LF here failed only at the first connect (with a raw
+    ValueError), and ``user:password@`` would put a secret into every log line that shows the URL.
+    """
+    allowed = "http(s)://host[:port][/path] in printable ASCII, without user info, query string or fragment"
+    if "@" in value:
+        # Not echoed: user info is where a password would be.
+        raise ConfigurationError(parameter, f"must not contain user info (user:password@); use {allowed}")
+    match = _ENDPOINT_URL_RE.fullmatch(value)
+    if match is None or not 0 < int(match["port"] or 443) < 65536:
+        raise ConfigurationError(parameter, f"{_show(value)} is not an endpoint URL; use {allowed}")
     return value
 
 

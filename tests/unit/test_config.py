@@ -271,6 +271,19 @@ def test_aws_option_rules(param: str, value: str) -> None:
     assert error(workgroup="analytics", **{param: value}).parameter == param
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:4566",
+        "https://redshift.eu-west-1.amazonaws.com",
+        "HTTP://[::1]:4566/",
+        "https://proxy.corp/aws/",
+    ],
+)
+def test_endpoint_url_still_accepts_plain_endpoints(url: str) -> None:
+    assert cfg(workgroup="analytics", aws_endpoint_url=url).aws.endpoint_url == url
+
+
 def test_role_options_need_role_arn() -> None:
     assert error(workgroup="analytics", role_session_name="abc").parameter == "role_session_name"
     e = error(workgroup="analytics", role_arn="arn:aws:iam::123456789012:role/r", external_id="x")

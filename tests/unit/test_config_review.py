@@ -93,3 +93,34 @@ def test_every_module_pattern_is_compiled_ascii_only() -> None:
     assert len(patterns) >= 13  # the test really looks at the module's patterns
     for name, pattern in patterns.items():
         assert pattern.flags & config.re.ASCII, name
+
+
+# --- aws_endpoint_url: only the user part of user info was checked; urlsplit drops CR/LF/TAB silently -----
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://exa\r\nmple.com",  # urlsplit removed CR/LF, botocore raised ValueError at the first connect
+        "http://127.0.0.1:4566/\nX-Injected: 1",
+        "http://exa\tmple.com",
+        "http://example.com/a b",
+        "http://example.com/\x00",
+        "http://exämple.com",
+        "https://example.com/#fragment",
+        "https://example.com/?x=1",
+        "https://example.com?",
+        "http://example.com:",
+    ],
+)
+def test_endpoint_url_rejects_control_characters_non_ascii_query_and_fragment(url: str) -> None:
+    assert rejected({"workgroup": "analytics", "aws_endpoint_url": url}).parameter == "aws_endpoint_url"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://:s3cr3t@127.0.0.1:4566", "https://@example.com", "http://h@x:s3cr3t@h"]
+)
+def test_endpoint_url_rejects_any_user_info_without_echoing_it(url: str) -> None:
+    e = rejected({"workgroup": "analytics", "aws_endpoint_url": url})
+    assert e.parameter == "aws_endpoint_url" and "user info" in str(e)
+    assert "s3cr3t" not in str(e) and url not in str(e)
