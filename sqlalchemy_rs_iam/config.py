@@ -47,6 +47,14 @@ PARAMETERS: tuple[str, ...] = (
     "iam",
 )
 
+#: URL query parameters the plugin refuses. Callers pass them to :func:`parse_config` with the others::
+#:
+#:     names = PARAMETERS + FORBIDDEN_QUERY_PARAMETERS
+#:     params = {name: url.query[name] for name in names if name in url.query}
+#:
+#: ``?password=...`` would otherwise be silently ignored by the plugin yet shown by ``repr(engine)``.
+FORBIDDEN_QUERY_PARAMETERS: tuple[str, ...] = ("password",)
+
 DEFAULT_PORT = 5439
 DEFAULT_DURATION = 900  # AWS's own default; we always send it explicitly.
 DEFAULT_ROLE_SESSION_NAME = "sqlalchemy-rs-iam"
@@ -339,16 +347,17 @@ def parse_config(
 ) -> IamConfig:
     """Validate plugin parameters plus the URL's own parts and build the :class:`IamConfig`.
 
-    ``params`` holds only plugin parameters (see :data:`PARAMETERS`); values are strings from a URL (a tuple
-    when repeated) or typed values from ``connect()``. The ``*_parameter`` arguments are how the caller spells
+    ``params`` holds plugin parameters (see :data:`PARAMETERS`) and any of
+    :data:`FORBIDDEN_QUERY_PARAMETERS` the URL query carries (so that they are refused); values are strings
+    from a URL (a tuple when repeated) or typed values from ``connect()``. The ``*_parameter`` arguments are how the caller spells
     the URL parts in messages. Each step below raises :class:`ConfigurationError` for its parameters, in
     this order::
 
         >>> parse_config({"cluster": "etl", "db_groups": "b,a"}, database="dev", username="alice").db_groups
         ('a', 'b')
     """
-    p = _Params(params)
     _check_no_password(params, password)
+    p = _Params(params)
     _check_iam_flag(p)
     # connect() passes these straight from the caller: anything but text is a clear error, not a TypeError.
     host_text = _text_part(host_parameter, host)
@@ -385,6 +394,13 @@ def parse_config(
 
 
 def _check_no_password(params: Mapping[str, object], password: object) -> None:
+    # First, before anything that could echo input, and never with the value: it is a secret.
+    if "password" in params:
+        raise ConfigurationError(
+            "password",
+            "must not be in the URL query: rs_iam fetches a temporary password for every new connection; "
+            "remove password=...",
+        )
     if password is not None and password != "":
         raise ConfigurationError(
             "password", "must not be set: rs_iam fetches a temporary password for every new connection"
@@ -636,7 +652,7 @@ class _Params:
     """Reads single values out of a URL query / keyword mapping."""
 
     def __init__(self, params: Mapping[str, object]) -> None:
-        unknown = sorted(set(params) - set(PARAMETERS))
+        unknown = sorted(set(params) - set(PARAMETERS) - set(FORBIDDEN_QUERY_PARAMETERS))
         if unknown:
             # Only plugin parameters reach here; anything else is a programming error upstream.
             raise ConfigurationError(

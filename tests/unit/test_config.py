@@ -200,6 +200,12 @@ def test_password_in_url_is_refused_without_echoing_it() -> None:
     assert e.parameter == "password" and "hunter2" not in str(e)
 
 
+def test_query_password_is_refused_before_anything_that_echoes_input() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_config({"workgroup": "hunter2!", "role_arn": "hunter2", "password": "hunter2"}, database="dev")
+    assert info.value.parameter == "password" and "hunter2" not in str(info.value)
+
+
 @pytest.mark.parametrize("value", ["true", "TRUE", "1", "yes"])
 def test_iam_true_is_refused(value: str) -> None:
     assert error(workgroup="analytics", iam=value).parameter == "iam"
