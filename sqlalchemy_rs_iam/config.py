@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import ConfigurationError
@@ -54,6 +54,12 @@ PARAMETERS: tuple[str, ...] = (
 #:
 #: ``?password=...`` would otherwise be silently ignored by the plugin yet shown by ``repr(engine)``.
 FORBIDDEN_QUERY_PARAMETERS: tuple[str, ...] = ("password",)
+
+#: Bounds on ``db_groups``. The GetClusterCredentials reference documents no limit on DbGroups; these are
+#: far above any real set of groups (100 names of the maximum 64 characters take 6,499) and keep parsing
+#: cheap however large the input: both are checked before any name is.
+MAX_DB_GROUPS = 100
+MAX_DB_GROUPS_CHARS = 8192
 
 DEFAULT_PORT = 5439
 DEFAULT_DURATION = 900  # AWS's own default; we always send it explicitly.
@@ -589,26 +595,51 @@ def _target_from_host(host: str) -> tuple[Target | None, str | None]:
 
 
 def _parse_groups(value: object) -> tuple[str, ...]:
+    """``db_groups``: comma-separated names, the parameter possibly repeated; sorted and de-duplicated.
+
+    Linear in the input, and bounded first (:data:`MAX_DB_GROUPS`, :data:`MAX_DB_GROUPS_CHARS`) so that a
+    huge value is refused before any name is checked.
+    """
     if value is None:
         return ()
-    items: Iterable[object] = value if isinstance(value, (list, tuple)) else (value,)
-    groups: list[str] = []
+    items: Sequence[object] = value if isinstance(value, (list, tuple)) else (value,)
+    if len(items) > MAX_DB_GROUPS:
+        raise _too_many_groups(len(items))
+    texts: list[str] = []
     for item in items:
         if not isinstance(item, str):
             raise ConfigurationError(
                 "db_groups", f"{_show(item)} is not a group name; use a comma-separated list"
             )
-        for part in item.split(","):
+        texts.append(item)
+    chars = sum(len(text) for text in texts)
+    if chars > MAX_DB_GROUPS_CHARS:
+        raise ConfigurationError(
+            "db_groups",
+            f"is {chars} characters long; at most {MAX_DB_GROUPS_CHARS} are allowed "
+            f"(at most {MAX_DB_GROUPS} comma-separated names)",
+        )
+    count = sum(text.count(",") + 1 for text in texts)
+    if count > MAX_DB_GROUPS:
+        raise _too_many_groups(count)
+    groups: set[str] = set()  # a set, not a list: membership tests stay O(1)
+    for text in texts:
+        for part in text.split(","):
             name = part.strip(_ASCII_SPACE)
             if not name:
                 raise ConfigurationError(
-                    "db_groups", f"{_show(item)} has an empty group name; use e.g. db_groups=analysts,loaders"
+                    "db_groups", f"{_show(text)} has an empty group name; use e.g. db_groups=analysts,loaders"
                 )
-            check_db_group("db_groups", name)
-            if name not in groups:
-                groups.append(name)
+            groups.add(check_db_group("db_groups", name))
     # Sorted: the same set of groups in another order is the same credential (and cache key).
     return tuple(sorted(groups))
+
+
+def _too_many_groups(count: int) -> ConfigurationError:
+    return ConfigurationError(
+        "db_groups",
+        f"has {count} group names; at most {MAX_DB_GROUPS} are allowed, e.g. db_groups=analysts,loaders",
+    )
 
 
 def _opt_seconds(p: _Params, name: str, default: float) -> float:

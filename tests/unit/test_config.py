@@ -170,6 +170,14 @@ def test_db_groups_repeated_parameter_and_dedup() -> None:
     assert c.db_groups == ("a", "b")
 
 
+def test_db_groups_up_to_the_bound_are_accepted() -> None:
+    names = [f"g{i:03d}" for i in range(100)]  # MAX_DB_GROUPS
+    c = cfg(cluster="etl-cluster", db_user="alice", db_groups=", ".join(reversed(names)))
+    assert c.db_groups == tuple(names)
+    longest = ",".join(f"g{i:02d}" + "x" * 61 for i in range(100))  # 100 names of 64 characters
+    assert len(cfg(cluster="etl-cluster", db_user="alice", db_groups=longest).db_groups) == 100
+
+
 @pytest.mark.parametrize("value", ["899", "3601", "1e3", "900.0", " 900", "-900", "", "x"])
 def test_duration_strict(value: str) -> None:
     assert error(workgroup="analytics", duration_seconds=value).parameter == "duration_seconds"

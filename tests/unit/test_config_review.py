@@ -158,3 +158,49 @@ def test_create_engine_refuses_a_query_password(offline_aws: list[str]) -> None:
     with pytest.raises(ConfigurationError) as info:
         sa.create_engine(QUERY_PASSWORD_URL).dispose()
     assert info.value.parameter == "password" and "hunter2" not in str(info.value)
+
+
+# --- db_groups: unbounded, and de-duplication was quadratic (40,000 groups took 7 s to parse) ------------------
+
+USER = {"cluster": "etl-cluster", "db_user": "alice"}
+
+
+def many_groups(n: int) -> str:
+    return ",".join(f"g{i}" for i in range(n))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [many_groups(101), (many_groups(60), many_groups(41)), ("grp",) * 101],
+    ids=["101-names", "101-over-two-values", "101-values"],
+)
+def test_db_groups_count_is_bounded(value: object) -> None:
+    e = rejected({**USER, "db_groups": value})
+    assert e.parameter == "db_groups" and "at most 100" in str(e)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a" + " " * 8200, "a," + "b" * 8200, ("a", " " * 8200)],
+    ids=["padded", "long-name", "two-values"],
+)
+def test_db_groups_total_length_is_bounded(value: object) -> None:
+    e = rejected({**USER, "db_groups": value})
+    assert e.parameter == "db_groups" and "8192" in str(e)
+
+
+@pytest.mark.parametrize("value", [many_groups(40_000), ["grp"] * 40_000], ids=["one-value", "list"])
+def test_40000_groups_are_refused_before_any_name_is_checked(
+    value: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counting work, not wall time: the old code validated (and de-duplicated, in O(n^2)) every name first.
+    checked: list[str] = []
+
+    def counting_check(parameter: str, name: str) -> str:
+        checked.append(name)
+        return name
+
+    monkeypatch.setattr(config, "check_db_group", counting_check)
+    e = rejected({**USER, "db_groups": value})
+    assert e.parameter == "db_groups"
+    assert checked == []
