@@ -70,9 +70,9 @@ _FALSE = frozenset({"false", "0", "no"})
 
 # --- AWS constraints (../shared/seeds/: where two disagree, the newer API reference wins) ---------------
 # Public: the stand-in's AWS emulator validates requests with these same patterns.
-# Every pattern is ASCII-only (explicit classes, and re.ASCII so no \w or \d can ever match 'ñ' or an Arabic-Indic digit):
-# AWS's own patterns are ASCII, and a Unicode look-alike that passed here would only fail at the first
-# connect, with a raw botocore error instead of a ConfigurationError.
+# Every pattern is ASCII-only: explicit classes, plus re.ASCII so that no \w or \d added later can match
+# 'ñ' or an Arabic-Indic digit. AWS's own patterns are ASCII; a Unicode look-alike that passed here would
+# only fail at the first connect, with a raw botocore error instead of a ConfigurationError.
 WORKGROUP_RE = re.compile(r"[a-z0-9-]{3,64}", re.ASCII)
 CUSTOM_DOMAIN_RE = re.compile(
     r"(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])", re.ASCII
@@ -324,7 +324,14 @@ def check_endpoint_url(parameter: str, value: str) -> str:
     """``http(s)://host[:port][/path]`` in printable ASCII: no user info, query, fragment or whitespace.
 
     botocore sends every request to this URL: a CR/LF here failed only at the first connect (with a raw
-    ValueError), and ``user:password@`` would put a secret into every log line that shows the URL.
+    ValueError), and ``user:password@`` would put a secret into every log line that shows the URL::
+
+        >>> check_endpoint_url("aws_endpoint_url", "http://127.0.0.1:4566")
+        'http://127.0.0.1:4566'
+        >>> check_endpoint_url("aws_endpoint_url", "http://:secret@127.0.0.1:4566")
+        Traceback (most recent call last):
+        ...
+        sqlalchemy_rs_iam.errors.ConfigurationError: aws_endpoint_url: must not contain user info ...
     """
     allowed = "http(s)://host[:port][/path] in printable ASCII, without user info, query string or fragment"
     if "@" in value:
@@ -354,10 +361,10 @@ def parse_config(
     """Validate plugin parameters plus the URL's own parts and build the :class:`IamConfig`.
 
     ``params`` holds plugin parameters (see :data:`PARAMETERS`) and any of
-    :data:`FORBIDDEN_QUERY_PARAMETERS` the URL query carries (so that they are refused); values are strings
-    from a URL (a tuple when repeated) or typed values from ``connect()``. The ``*_parameter`` arguments are how the caller spells
-    the URL parts in messages. Each step below raises :class:`ConfigurationError` for its parameters, in
-    this order::
+    :data:`FORBIDDEN_QUERY_PARAMETERS` the URL query carries (so that they are refused); values are
+    strings from a URL (a tuple when repeated) or typed values from ``connect()``. The ``*_parameter``
+    arguments are how the caller spells the URL parts in messages. The steps below run in order and the
+    first that fails raises :class:`ConfigurationError`::
 
         >>> parse_config({"cluster": "etl", "db_groups": "b,a"}, database="dev", username="alice").db_groups
         ('a', 'b')
@@ -667,7 +674,7 @@ def _check_role_arn(parameter: str, value: str) -> str:
 def _check_role_session_name(parameter: str, value: str) -> str:
     if not _ROLE_SESSION_RE.fullmatch(value):
         raise ConfigurationError(
-            parameter, f"{_show(value)} must be 2-64 characters of letters, digits and +=,.@_-"
+            parameter, f"{_show(value)} must be 2-64 characters of ASCII letters, digits and +=,.@_-"
         )
     return value
 
@@ -675,7 +682,9 @@ def _check_role_session_name(parameter: str, value: str) -> str:
 def _check_external_id(parameter: str, value: str) -> str:
     if not _EXTERNAL_ID_RE.fullmatch(value):
         # Never echo the value: an external id is a shared secret between accounts.
-        raise ConfigurationError(parameter, "must be 2-1224 characters of letters, digits and +=,.@:/_-")
+        raise ConfigurationError(
+            parameter, "must be 2-1224 characters of ASCII letters, digits and +=,.@:/_-"
+        )
     return value
 
 
