@@ -2,7 +2,9 @@
 
 Every test here failed against the code before the fix: each value was accepted at ``create_engine`` and
 failed later (at the first connect, with a raw botocore / urllib error) or not at all. Now each is a
-``ConfigurationError`` naming the parameter, raised by ``parse_config`` before any AWS call. Pure: no I/O.
+``ConfigurationError`` naming the parameter, raised by ``parse_config`` before any AWS call. The one
+exception is a strict xfail that waits for the plugin adapter (see test_create_engine_refuses_a_query_password).
+No PostgreSQL, no network.
 New names (``FORBIDDEN_QUERY_PARAMETERS``, ``MAX_DB_GROUPS`` ...) are read inside the tests that need them,
 so against old code each test fails on its own instead of the whole module failing to import.
 """
