@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -48,6 +47,20 @@ PARAMETERS: tuple[str, ...] = (
     "iam",
 )
 
+#: URL query parameters the plugin refuses. Callers pass them to :func:`parse_config` with the others::
+#:
+#:     names = PARAMETERS + FORBIDDEN_QUERY_PARAMETERS
+#:     params = {name: url.query[name] for name in names if name in url.query}
+#:
+#: ``?password=...`` would otherwise be silently ignored by the plugin yet shown by ``repr(engine)``.
+FORBIDDEN_QUERY_PARAMETERS: tuple[str, ...] = ("password",)
+
+#: Bounds on ``db_groups``. The GetClusterCredentials reference documents no limit on DbGroups; these are
+#: far above any real set of groups (100 names of the maximum 64 characters take 6,499) and keep parsing
+#: cheap however large the input: both are checked before any name is.
+MAX_DB_GROUPS = 100
+MAX_DB_GROUPS_CHARS = 8192
+
 DEFAULT_PORT = 5439
 DEFAULT_DURATION = 900  # AWS's own default; we always send it explicitly.
 DEFAULT_ROLE_SESSION_NAME = "sqlalchemy-rs-iam"
@@ -57,27 +70,46 @@ _FALSE = frozenset({"false", "0", "no"})
 
 # --- AWS constraints (../shared/seeds/: where two disagree, the newer API reference wins) ---------------
 # Public: the stand-in's AWS emulator validates requests with these same patterns.
-WORKGROUP_RE = re.compile(r"[a-z0-9-]{3,64}")
+# Every pattern is ASCII-only: explicit classes, plus re.ASCII so that no \w or \d added later can match
+# 'ñ' or an Arabic-Indic digit. AWS's own patterns are ASCII; a Unicode look-alike that passed here would
+# only fail at the first connect, with a raw botocore error instead of a ConfigurationError.
+WORKGROUP_RE = re.compile(r"[a-z0-9-]{3,64}", re.ASCII)
 CUSTOM_DOMAIN_RE = re.compile(
-    r"(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])"
+    r"(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])", re.ASCII
 )
 # Redshift cluster identifiers: lowercase, first a letter, no trailing hyphen, no "--".
-_CLUSTER_RE = re.compile(r"[a-z](?!.*--)[a-z0-9-]{0,62}(?<!-)")
-DB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+.@-]{0,63}")
-DB_GROUP_RE = re.compile(r"[a-z][a-z0-9_+.@-]{0,63}")
-_REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
-_ROLE_ARN_RE = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
-_ROLE_SESSION_RE = re.compile(r"[\w+=,.@-]{2,64}")
-_EXTERNAL_ID_RE = re.compile(r"[\w+=,.@:/-]{2,1224}")
-_PROFILE_RE = re.compile(r"[^\s\[\]]{1,128}")
+_CLUSTER_RE = re.compile(r"[a-z](?!.*--)[a-z0-9-]{0,62}(?<!-)", re.ASCII)
+DB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+.@-]{0,63}", re.ASCII)
+DB_GROUP_RE = re.compile(r"[a-z][a-z0-9_+.@-]{0,63}", re.ASCII)
+_REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}", re.ASCII)
+_ROLE_ARN_RE = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}", re.ASCII)
+_ROLE_SESSION_RE = re.compile(r"[A-Za-z0-9_+=,.@-]{2,64}", re.ASCII)
+_EXTERNAL_ID_RE = re.compile(r"[A-Za-z0-9_+=,.@:/-]{2,1224}", re.ASCII)
+# Profile names are section names in ~/.aws/config: printable ASCII without space, '[' or ']'.
+_PROFILE_RE = re.compile(r"[\x21-\x5a\x5c\x5e-\x7e]{1,128}", re.ASCII)
+# The URL host the driver connects to: a DNS name, an IPv4 address, or an IPv6 address (SQLAlchemy's URL
+# gives it without brackets; connect() callers may keep them).
+_IPV6 = r"[0-9A-Fa-f.]{0,39}:[0-9A-Fa-f:.]{0,39}:[0-9A-Fa-f.]{0,39}"  # at least two colons: not host:port
+_HOST_RE = re.compile(rf"[A-Za-z0-9._-]{{1,253}}|{_IPV6}|\[{_IPV6}\]", re.ASCII)
+# aws_endpoint_url: scheme, host (DNS name, IPv4 or [IPv6]), port, then a path of printable ASCII without
+# '?' or '#'. No '@' anywhere in the authority, so no user info; no query string, which botocore would
+# mangle when it appends the operation's own path and query.
+_ENDPOINT_URL_RE = re.compile(
+    rf"(?i:https?)://(?:[A-Za-z0-9._-]{{1,253}}|\[{_IPV6}\])(?::(?P<port>[0-9]{{1,5}}))?(?:/[!-\"$->@-~]*)?",
+    re.ASCII,
+)
+# Surrounding whitespace a user may paste with a value; anything else (Unicode spaces, controls) is an error.
+_ASCII_SPACE = " \t\n\r\x0b\x0c"
 
 # Redshift endpoint hosts imply the target and region.
 _SERVERLESS_HOST_RE = re.compile(
-    r"(?P<name>[a-z0-9-]+)\.(?P<account>\d{12})\.(?P<region>[a-z0-9-]+)"
-    r"\.redshift-serverless\.amazonaws\.com(\.cn)?"
+    r"(?P<name>[a-z0-9-]+)\.(?P<account>[0-9]{12})\.(?P<region>[a-z0-9-]+)"
+    r"\.redshift-serverless\.amazonaws\.com(\.cn)?",
+    re.ASCII,
 )
 _PROVISIONED_HOST_RE = re.compile(
-    r"(?P<name>[a-z][a-z0-9-]*)\.(?P<suffix>[a-z0-9]+)\.(?P<region>[a-z0-9-]+)\.redshift\.amazonaws\.com(\.cn)?"
+    r"(?P<name>[a-z][a-z0-9-]*)\.(?P<suffix>[a-z0-9]+)\.(?P<region>[a-z0-9-]+)\.redshift\.amazonaws\.com(\.cn)?",
+    re.ASCII,
 )
 
 #: Redshift reserved words: not allowed as database, user or group names.
@@ -183,7 +215,7 @@ def parse_bool(parameter: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        lowered = value.strip().lower()
+        lowered = value.strip(_ASCII_SPACE).lower()
         if lowered in _TRUE:
             return True
         if lowered in _FALSE:
@@ -196,7 +228,7 @@ def parse_int(parameter: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ConfigurationError(parameter, f"{_show(value)} is not a whole number from {low} to {high}")
     if isinstance(value, str):
-        if not re.fullmatch(r"[0-9]{1,9}", value):
+        if not re.fullmatch(r"[0-9]{1,9}", value, re.ASCII):
             raise ConfigurationError(parameter, f"{_show(value)} is not a whole number from {low} to {high}")
         number = int(value)
     else:
@@ -213,7 +245,7 @@ def parse_seconds(parameter: str, value: object, low: float, high: float) -> flo
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConfigurationError(parameter, f"{_show(value)} is not a number of seconds from {low} to {high}")
     if isinstance(value, str):
-        if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", value):
+        if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", value, re.ASCII):
             raise ConfigurationError(
                 parameter, f"{_show(value)} is not a number of seconds from {low} to {high}"
             )
@@ -289,16 +321,25 @@ def check_region(parameter: str, value: str) -> str:
 
 
 def check_endpoint_url(parameter: str, value: str) -> str:
-    try:
-        parts = urlsplit(value)
-        port_ok = parts.port is None or 0 < parts.port < 65536
-    except ValueError:
-        port_ok = False
-        parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.username:
-        raise ConfigurationError(
-            parameter, f"{_show(value)} is not an endpoint URL such as https://host[:port] (no user info)"
-        )
+    """``http(s)://host[:port][/path]`` in printable ASCII: no user info, query, fragment or whitespace.
+
+    botocore sends every request to this URL: a CR/LF here failed only at the first connect (with a raw
+    ValueError), and ``user:password@`` would put a secret into every log line that shows the URL::
+
+        >>> check_endpoint_url("aws_endpoint_url", "http://127.0.0.1:4566")
+        'http://127.0.0.1:4566'
+        >>> check_endpoint_url("aws_endpoint_url", "http://:secret@127.0.0.1:4566")
+        Traceback (most recent call last):
+        ...
+        sqlalchemy_rs_iam.errors.ConfigurationError: aws_endpoint_url: must not contain user info ...
+    """
+    allowed = "http(s)://host[:port][/path] in printable ASCII, without user info, query string or fragment"
+    if "@" in value:
+        # Not echoed: user info is where a password would be.
+        raise ConfigurationError(parameter, f"must not contain user info (user:password@); use {allowed}")
+    match = _ENDPOINT_URL_RE.fullmatch(value)
+    if match is None or not 0 < int(match["port"] or 443) < 65536:
+        raise ConfigurationError(parameter, f"{_show(value)} is not an endpoint URL; use {allowed}")
     return value
 
 
@@ -319,94 +360,164 @@ def parse_config(
 ) -> IamConfig:
     """Validate plugin parameters plus the URL's own parts and build the :class:`IamConfig`.
 
-    ``params`` holds only plugin parameters (see :data:`PARAMETERS`); values are strings from a URL
-    (a tuple when repeated) or typed values from ``connect()``. The ``*_parameter`` arguments are how
-    the caller spells the URL parts in messages.
+    ``params`` holds plugin parameters (see :data:`PARAMETERS`) and any of
+    :data:`FORBIDDEN_QUERY_PARAMETERS` the URL query carries (so that they are refused); values are
+    strings from a URL (a tuple when repeated) or typed values from ``connect()``. The ``*_parameter``
+    arguments are how the caller spells the URL parts in messages. The steps below run in order and the
+    first that fails raises :class:`ConfigurationError`::
+
+        >>> parse_config({"cluster": "etl", "db_groups": "b,a"}, database="dev", username="alice").db_groups
+        ('a', 'b')
     """
+    _check_no_password(params, password)
     p = _Params(params)
+    _check_iam_flag(p)
+    # connect() passes these straight from the caller: anything but text is a clear error, not a TypeError.
+    host_text = _text_part(host_parameter, host)
+    username_text = _text_part(username_parameter, username)
+    database_text = _text_part(database_parameter, database)
+
+    explicit_host = _parse_host(host_parameter, host_text)
+    target, region = _parse_target_and_region(p, explicit_host, host_parameter)
+    database_name = _parse_database(database_parameter, database_text)
+    db_user, user_param = _parse_user(p, username_text, username_parameter)
+    auto_create = parse_bool("auto_create", p.scalar("auto_create")) if "auto_create" in p.params else False
+    db_groups = _parse_groups(p.params.get("db_groups"))
+    _check_serverless_rules(p, target, db_user, user_param, db_groups)
+    _check_with_iam_rules(p, target, db_user, db_groups)
+    duration = (
+        parse_int("duration_seconds", p.scalar("duration_seconds"), 900, 3600)
+        if "duration_seconds" in p.params
+        else DEFAULT_DURATION
+    )
+    conn_host, conn_port = _parse_endpoint(explicit_host, port, target)
+    aws = _parse_aws_options(p, region)
+
+    return IamConfig(
+        target=target,
+        database=database_name,
+        db_user=db_user,
+        auto_create=auto_create,
+        db_groups=db_groups,
+        duration_seconds=duration,
+        aws=aws,
+        host=conn_host,
+        port=conn_port,
+    )
+
+
+def _check_no_password(params: Mapping[str, object], password: object) -> None:
+    # First, before anything that could echo input, and never with the value: it is a secret.
+    if "password" in params:
+        raise ConfigurationError(
+            "password",
+            "must not be in the URL query: rs_iam fetches a temporary password for every new connection; "
+            "remove password=...",
+        )
     if password is not None and password != "":
         raise ConfigurationError(
             "password", "must not be set: rs_iam fetches a temporary password for every new connection"
         )
-    if "iam" in params and parse_bool("iam", p.scalar("iam")):
+
+
+def _check_iam_flag(p: _Params) -> None:
+    if "iam" in p.params and parse_bool("iam", p.scalar("iam")):
         raise ConfigurationError(
             "iam",
             "redshift_connector's own IAM must stay off with plugin=rs_iam (the plugin fetches and caches the "
             "credentials itself); remove iam=true",
         )
 
-    # connect() passes these straight from the caller: anything but text is a clear error, not a TypeError.
-    host_text = _text_part(host_parameter, host)
-    username = _text_part(username_parameter, username)
-    database = _text_part(database_parameter, database)
+
+def _parse_host(parameter: str, host: str | None) -> str | None:
+    """The explicit endpoint host, lowercased; None when the URL has none (``""`` counts as none)."""
+    if not host:
+        return None
+    text = host.strip(_ASCII_SPACE)
+    if not _HOST_RE.fullmatch(text):
+        raise ConfigurationError(
+            parameter,
+            f"{_show(host)} is not a host name or IP address: at most 253 ASCII letters, digits and "
+            "'.', '_', '-', or an IPv6 address",
+        )
+    return text.lower()
+
+
+def _parse_target_and_region(p: _Params, host: str | None, host_parameter: str) -> tuple[Target, str | None]:
+    """The target (parameters, else implied by a Redshift endpoint host) and the region, if known yet."""
     region = p.text("region", check_region)
-    explicit_host = host_text.strip().lower() if host_text else None
-    implied: Target | None = None
-    host_region: str | None = None
-    if explicit_host:
-        implied, host_region = _target_from_host(explicit_host)
+    implied, host_region = _target_from_host(host) if host else (None, None)
     if region is not None and host_region is not None and region != host_region:
         raise ConfigurationError(
             "region", f"{region!r} contradicts the endpoint host, which is in region {host_region!r}"
         )
+    return _choose_target(p, implied, host, host_parameter), region or host_region
 
-    target = _choose_target(p, implied, explicit_host, host_parameter)
 
+def _parse_database(parameter: str, database: str | None) -> str:
     if database is None or database == "":
-        raise ConfigurationError(database_parameter, "required: name the database in the URL path, e.g. /dev")
-    check_db_name(database_parameter, database)
+        raise ConfigurationError(parameter, "required: name the database in the URL path, e.g. /dev")
+    return check_db_name(parameter, database)
 
+
+def _parse_user(p: _Params, username: str | None, username_parameter: str) -> tuple[str | None, str]:
+    """The database user (``db_user`` or the URL user, which must agree) and the parameter that named it."""
     db_user = p.text("db_user", check_db_user)
-    if username:
-        check_db_user(username_parameter, username)
-        if db_user is not None and db_user != username:
+    if not username:
+        return db_user, "db_user"
+    check_db_user(username_parameter, username)
+    if db_user is not None and db_user != username:
+        raise ConfigurationError(
+            "db_user", f"{db_user!r} contradicts the URL user {username!r}; give only one of them"
+        )
+    return username, username_parameter
+
+
+def _check_serverless_rules(
+    p: _Params, target: Target, db_user: str | None, user_param: str, db_groups: tuple[str, ...]
+) -> None:
+    if target.service is not Service.SERVERLESS:
+        return
+    for name, given in (
+        (user_param, db_user),
+        ("auto_create", "auto_create" in p.params),
+        ("db_groups", db_groups),
+    ):
+        if given:
             raise ConfigurationError(
-                "db_user", f"{db_user!r} contradicts the URL user {username!r}; give only one of them"
+                name,
+                "not supported for Redshift Serverless: GetCredentials issues the database user of the "
+                "calling IAM identity; remove it, or use a provisioned cluster",
             )
-        db_user = username
-        user_param = username_parameter
-    else:
-        user_param = "db_user"
 
-    auto_create = parse_bool("auto_create", p.scalar("auto_create")) if "auto_create" in params else False
-    db_groups = _parse_groups(params.get("db_groups"))
-    if target.service is Service.SERVERLESS:
-        for name, given in (
-            (user_param, db_user),
-            ("auto_create", "auto_create" in params),
-            ("db_groups", db_groups),
-        ):
-            if given:
-                raise ConfigurationError(
-                    name,
-                    "not supported for Redshift Serverless: GetCredentials issues the database user of the "
-                    "calling IAM identity; remove it, or use a provisioned cluster",
-                )
-    elif db_user is None:
-        for name, given in (("auto_create", "auto_create" in params), ("db_groups", db_groups)):
-            if given:
-                raise ConfigurationError(
-                    name,
-                    "needs db_user (or a user in the URL): without one the plugin calls "
-                    "GetClusterCredentialsWithIAM, which takes neither auto_create nor db_groups",
-                )
 
-    duration = (
-        parse_int("duration_seconds", p.scalar("duration_seconds"), 900, 3600)
-        if "duration_seconds" in params
-        else DEFAULT_DURATION
-    )
+def _check_with_iam_rules(
+    p: _Params, target: Target, db_user: str | None, db_groups: tuple[str, ...]
+) -> None:
+    """Provisioned without a database user means GetClusterCredentialsWithIAM, which has fewer inputs."""
+    if target.service is not Service.PROVISIONED or db_user is not None:
+        return
+    for name, given in (("auto_create", "auto_create" in p.params), ("db_groups", db_groups)):
+        if given:
+            raise ConfigurationError(
+                name,
+                "needs db_user (or a user in the URL): without one the plugin calls "
+                "GetClusterCredentialsWithIAM, which takes neither auto_create nor db_groups",
+            )
 
-    if port is not None:
-        port = parse_int("port", port, 1, 65535)
-    conn_host: str | None = explicit_host
-    if conn_host is None and target.custom_domain is not None:
-        conn_host = target.custom_domain
-    if conn_host is not None and port is None:
-        port = DEFAULT_PORT
 
+def _parse_endpoint(host: str | None, port: object, target: Target) -> tuple[str | None, int | None]:
+    """Explicit host and port: the URL host, else the custom domain; 5439 unless a port is given."""
+    number = parse_int("port", port, 1, 65535) if port is not None else None
+    conn_host = host if host is not None else target.custom_domain
+    if conn_host is not None and number is None:
+        number = DEFAULT_PORT
+    return conn_host, number
+
+
+def _parse_aws_options(p: _Params, region: str | None) -> AwsOptions:
     aws = AwsOptions(
-        region=region or host_region,
+        region=region,
         profile=p.text("aws_profile", _check_profile),
         endpoint_url=p.text("aws_endpoint_url", check_endpoint_url),
         role_arn=p.text("role_arn", _check_role_arn),
@@ -416,25 +527,14 @@ def parse_config(
         read_timeout=_opt_seconds(p, "aws_read_timeout", AwsOptions.read_timeout),
         max_attempts=(
             parse_int("aws_max_attempts", p.scalar("aws_max_attempts"), 1, 20)
-            if "aws_max_attempts" in params
+            if "aws_max_attempts" in p.params
             else AwsOptions.max_attempts
         ),
     )
     for dependent in ("role_session_name", "external_id"):
-        if dependent in params and aws.role_arn is None:
+        if dependent in p.params and aws.role_arn is None:
             raise ConfigurationError(dependent, "only applies together with role_arn")
-
-    return IamConfig(
-        target=target,
-        database=database,
-        db_user=db_user,
-        auto_create=auto_create,
-        db_groups=db_groups,
-        duration_seconds=duration,
-        aws=aws,
-        host=conn_host,
-        port=port,
-    )
+    return aws
 
 
 def _text_part(parameter: str, value: object) -> str | None:
@@ -448,7 +548,7 @@ def _choose_target(p: _Params, implied: Target | None, host: str | None, host_pa
     service_value = p.scalar("service") if "service" in p.params else None
     service: Service | None = None
     if service_value is not None:
-        text = str(service_value).strip().lower()
+        text = str(service_value).strip(_ASCII_SPACE).lower()
         if text not in ("serverless", "provisioned"):
             raise ConfigurationError(
                 "service", f"{_show(service_value)} is not one of: serverless, provisioned"
@@ -502,26 +602,51 @@ def _target_from_host(host: str) -> tuple[Target | None, str | None]:
 
 
 def _parse_groups(value: object) -> tuple[str, ...]:
+    """``db_groups``: comma-separated names, the parameter possibly repeated; sorted and de-duplicated.
+
+    Linear in the input, and bounded first (:data:`MAX_DB_GROUPS`, :data:`MAX_DB_GROUPS_CHARS`) so that a
+    huge value is refused before any name is checked.
+    """
     if value is None:
         return ()
-    items: Iterable[object] = value if isinstance(value, (list, tuple)) else (value,)
-    groups: list[str] = []
+    items: Sequence[object] = value if isinstance(value, (list, tuple)) else (value,)
+    if len(items) > MAX_DB_GROUPS:
+        raise _too_many_groups(len(items))
+    texts: list[str] = []
     for item in items:
         if not isinstance(item, str):
             raise ConfigurationError(
                 "db_groups", f"{_show(item)} is not a group name; use a comma-separated list"
             )
-        for part in item.split(","):
-            name = part.strip()
+        texts.append(item)
+    chars = sum(len(text) for text in texts)
+    if chars > MAX_DB_GROUPS_CHARS:
+        raise ConfigurationError(
+            "db_groups",
+            f"is {chars} characters long; at most {MAX_DB_GROUPS_CHARS} are allowed "
+            f"(at most {MAX_DB_GROUPS} comma-separated names)",
+        )
+    count = sum(text.count(",") + 1 for text in texts)
+    if count > MAX_DB_GROUPS:
+        raise _too_many_groups(count)
+    groups: set[str] = set()  # a set, not a list: membership tests stay O(1)
+    for text in texts:
+        for part in text.split(","):
+            name = part.strip(_ASCII_SPACE)
             if not name:
                 raise ConfigurationError(
-                    "db_groups", f"{_show(item)} has an empty group name; use e.g. db_groups=analysts,loaders"
+                    "db_groups", f"{_show(text)} has an empty group name; use e.g. db_groups=analysts,loaders"
                 )
-            check_db_group("db_groups", name)
-            if name not in groups:
-                groups.append(name)
+            groups.add(check_db_group("db_groups", name))
     # Sorted: the same set of groups in another order is the same credential (and cache key).
     return tuple(sorted(groups))
+
+
+def _too_many_groups(count: int) -> ConfigurationError:
+    return ConfigurationError(
+        "db_groups",
+        f"has {count} group names; at most {MAX_DB_GROUPS} are allowed, e.g. db_groups=analysts,loaders",
+    )
 
 
 def _opt_seconds(p: _Params, name: str, default: float) -> float:
@@ -530,7 +655,11 @@ def _opt_seconds(p: _Params, name: str, default: float) -> float:
 
 def _check_profile(parameter: str, value: str) -> str:
     if not _PROFILE_RE.fullmatch(value):
-        raise ConfigurationError(parameter, f"{_show(value)} is not a profile name from your AWS config")
+        raise ConfigurationError(
+            parameter,
+            f"{_show(value)} is not an AWS profile name: 1-128 printable ASCII characters, "
+            "without spaces, '[' or ']'",
+        )
     return value
 
 
@@ -545,7 +674,7 @@ def _check_role_arn(parameter: str, value: str) -> str:
 def _check_role_session_name(parameter: str, value: str) -> str:
     if not _ROLE_SESSION_RE.fullmatch(value):
         raise ConfigurationError(
-            parameter, f"{_show(value)} must be 2-64 characters of letters, digits and +=,.@_-"
+            parameter, f"{_show(value)} must be 2-64 characters of ASCII letters, digits and +=,.@_-"
         )
     return value
 
@@ -553,7 +682,9 @@ def _check_role_session_name(parameter: str, value: str) -> str:
 def _check_external_id(parameter: str, value: str) -> str:
     if not _EXTERNAL_ID_RE.fullmatch(value):
         # Never echo the value: an external id is a shared secret between accounts.
-        raise ConfigurationError(parameter, "must be 2-1224 characters of letters, digits and +=,.@:/_-")
+        raise ConfigurationError(
+            parameter, "must be 2-1224 characters of ASCII letters, digits and +=,.@:/_-"
+        )
     return value
 
 
@@ -561,7 +692,7 @@ class _Params:
     """Reads single values out of a URL query / keyword mapping."""
 
     def __init__(self, params: Mapping[str, object]) -> None:
-        unknown = sorted(set(params) - set(PARAMETERS))
+        unknown = sorted(set(params) - set(PARAMETERS) - set(FORBIDDEN_QUERY_PARAMETERS))
         if unknown:
             # Only plugin parameters reach here; anything else is a programming error upstream.
             raise ConfigurationError(
@@ -585,9 +716,10 @@ class _Params:
             return None
         if not isinstance(value, str):
             raise ConfigurationError(name, f"{_show(value)} is not text")
-        if not value.strip():
+        text = value.strip(_ASCII_SPACE)
+        if not text:
             raise ConfigurationError(name, "is empty; give a value or leave the parameter out")
-        return check(name, value.strip())
+        return check(name, text)
 
 
 def _show(value: object) -> str:

@@ -170,6 +170,14 @@ def test_db_groups_repeated_parameter_and_dedup() -> None:
     assert c.db_groups == ("a", "b")
 
 
+def test_db_groups_up_to_the_bound_are_accepted() -> None:
+    names = [f"g{i:03d}" for i in range(100)]  # MAX_DB_GROUPS
+    c = cfg(cluster="etl-cluster", db_user="alice", db_groups=", ".join(reversed(names)))
+    assert c.db_groups == tuple(names)
+    longest = ",".join(f"g{i:02d}" + "x" * 61 for i in range(100))  # 100 names of 64 characters
+    assert len(cfg(cluster="etl-cluster", db_user="alice", db_groups=longest).db_groups) == 100
+
+
 @pytest.mark.parametrize("value", ["899", "3601", "1e3", "900.0", " 900", "-900", "", "x"])
 def test_duration_strict(value: str) -> None:
     assert error(workgroup="analytics", duration_seconds=value).parameter == "duration_seconds"
@@ -198,6 +206,12 @@ def test_with_iam_takes_no_groups_or_auto_create() -> None:
 def test_password_in_url_is_refused_without_echoing_it() -> None:
     e = error(workgroup="analytics", password="hunter2")
     assert e.parameter == "password" and "hunter2" not in str(e)
+
+
+def test_query_password_is_refused_before_anything_that_echoes_input() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_config({"workgroup": "hunter2!", "role_arn": "hunter2", "password": "hunter2"}, database="dev")
+    assert info.value.parameter == "password" and "hunter2" not in str(info.value)
 
 
 @pytest.mark.parametrize("value", ["true", "TRUE", "1", "yes"])
@@ -269,6 +283,19 @@ def test_aws_options() -> None:
 )
 def test_aws_option_rules(param: str, value: str) -> None:
     assert error(workgroup="analytics", **{param: value}).parameter == param
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:4566",
+        "https://redshift.eu-west-1.amazonaws.com",
+        "HTTP://[::1]:4566/",
+        "https://proxy.corp/aws/",
+    ],
+)
+def test_endpoint_url_still_accepts_plain_endpoints(url: str) -> None:
+    assert cfg(workgroup="analytics", aws_endpoint_url=url).aws.endpoint_url == url
 
 
 def test_role_options_need_role_arn() -> None:
