@@ -22,7 +22,7 @@ from .errors import (
     ServiceUnavailableError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it statically
 
 if TYPE_CHECKING:
     from .connector import IamConnector
