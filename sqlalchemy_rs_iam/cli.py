@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, NoReturn, TypeVar
 
 from . import __version__
-from .config import PARAMETERS, IamConfig, parse_config, parse_int
+from .config import FORBIDDEN_QUERY_PARAMETERS, PARAMETERS, IamConfig, parse_config, parse_int
 from .errors import (
     AccessDeniedError,
     AwsCredentialsError,
@@ -383,7 +383,9 @@ def cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         url = checker.step("parse URL", lambda: _prepare_url(args.url), _show_url)
 
         def validate() -> IamConfig:
-            params = {name: url.query[name] for name in PARAMETERS if name in url.query}
+            params = {
+                name: url.query[name] for name in PARAMETERS + FORBIDDEN_QUERY_PARAMETERS if name in url.query
+            }
             return parse_config(
                 params, database=url.database, host=url.host, port=url.port, username=url.username,
                 password=url.password,

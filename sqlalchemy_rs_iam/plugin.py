@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import URL, CreateEnginePlugin, Engine, ExceptionContext
 
-from .config import PARAMETERS, parse_bool, parse_config, parse_int
+from .config import FORBIDDEN_QUERY_PARAMETERS, PARAMETERS, parse_bool, parse_config, parse_int
 from .credentials import DbCredentials
 from .errors import ConfigurationError
 from .registry import REGISTRY, connector_for, stats
@@ -50,7 +50,10 @@ class RedshiftIAMPlugin(CreateEnginePlugin):
     def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
         super().__init__(url, kwargs)
         session = kwargs.pop("rs_iam_session", None)
-        params = {name: url.query[name] for name in PARAMETERS if name in url.query}
+        # A query password is read only to be refused (config names it, never echoing the value).
+        params = {
+            name: url.query[name] for name in PARAMETERS + FORBIDDEN_QUERY_PARAMETERS if name in url.query
+        }
         config = parse_config(
             params,
             database=url.database,

@@ -2,9 +2,7 @@
 
 Every test here failed against the code before the fix: each value was accepted at ``create_engine`` and
 failed later (at the first connect, with a raw botocore / urllib error) or not at all. Now each is a
-``ConfigurationError`` naming the parameter, raised by ``parse_config`` before any AWS call. The one
-exception is a strict xfail that waits for the plugin adapter (see test_create_engine_refuses_a_query_password).
-No PostgreSQL, no network.
+``ConfigurationError`` naming the parameter, raised by ``parse_config`` before any AWS call. No PostgreSQL, no network.
 New names (``FORBIDDEN_QUERY_PARAMETERS``, ``MAX_DB_GROUPS`` ...) are read inside the tests that need them,
 so against old code each test fails on its own instead of the whole module failing to import.
 """
@@ -151,11 +149,7 @@ def test_adapter_contract_sees_the_query_password() -> None:
     assert e.parameter == "password" and "hunter2" not in str(e)
 
 
-# Not a test of config.py: plugin.py must pass FORBIDDEN_QUERY_PARAMETERS to parse_config (a one-line change
-# owned by the core redesign). Strict: once it does, this XPASSes and fails, so the marker gets removed.
-@pytest.mark.xfail(
-    strict=True, reason="plugin.py does not pass FORBIDDEN_QUERY_PARAMETERS to parse_config yet"
-)
+# Not a test of config.py alone: plugin.py passes FORBIDDEN_QUERY_PARAMETERS to parse_config.
 def test_create_engine_refuses_a_query_password(offline_aws: list[str]) -> None:
     with pytest.raises(ConfigurationError) as info:
         sa.create_engine(QUERY_PASSWORD_URL).dispose()
