@@ -134,11 +134,14 @@ class _SingleFlightCache(Generic[K, V]):
 
     # public API
 
-    def get(self, key: K, fetch: Callable[[], V], stats: CacheStats | None = None) -> V:
+    def get(
+        self, key: K, fetch: Callable[[], V], stats: CacheStats | None = None, spawn: Spawn | None = None
+    ) -> V:
         """The cached value for ``key``, or the result of ``fetch()`` (called once however many callers wait).
 
         Raises what ``fetch`` raised, also to the callers that waited for it, and for a short while after
-        (negative cache) without calling ``fetch`` again.
+        (negative cache) without calling ``fetch`` again. ``spawn`` overrides how a refresh this call starts
+        is run (:func:`run_inline` for ``refresh=lazy``).
         """
         while True:
             with self._lock:
@@ -152,7 +155,7 @@ class _SingleFlightCache(Generic[K, V]):
                         raise slot.error.with_traceback(slot.traceback)  # negative cache
                     flight = slot.flight = slot.flight or _Flight(stats)
             if found is not None:
-                return self._hand_out(key, found, fetch, stats)
+                return self._hand_out(key, found, fetch, stats, spawn)
             if mine:
                 return self._fetch(key, slot, flight, fetch)
             flight.done.wait()
@@ -162,14 +165,18 @@ class _SingleFlightCache(Generic[K, V]):
                 _count(stats, "hits")
                 return flight.result
 
-    def peek(self, key: K, fetch: Callable[[], V], stats: CacheStats | None = None) -> V | None:
+    def peek(
+        self, key: K, fetch: Callable[[], V], stats: CacheStats | None = None, spawn: Spawn | None = None
+    ) -> V | None:
         """Like :meth:`get` but never blocks: the cached value (perhaps starting a background refresh with
-        ``fetch``), or ``None`` when :meth:`get` would have to fetch, wait or raise."""
+        ``fetch``), or ``None`` when :meth:`get` would have to fetch, wait or raise -- or, when refreshes
+        run inline (``spawn=run_inline``), when a refresh is due (the caller then refreshes off its loop)."""
+        inline = (spawn or self._spawn) is run_inline
         with self._lock:
             now = self._clock()
             entry = self._touch_locked(key)
-            found = self._servable_locked(entry, now, stats)
-        return None if found is None else self._hand_out(key, found, fetch, stats)
+            found = self._servable_locked(entry, now, stats, may_refresh=not inline)
+        return None if found is None else self._hand_out(key, found, fetch, stats, spawn)
 
     def holds(self, key: K, value: V) -> bool:
         """True if ``key`` still holds this very ``value`` (not one stored since)."""
@@ -200,13 +207,15 @@ class _SingleFlightCache(Generic[K, V]):
         return entry
 
     def _servable_locked(
-        self, entry: _Entry[V] | None, now: float, stats: CacheStats | None
+        self, entry: _Entry[V] | None, now: float, stats: CacheStats | None, *, may_refresh: bool = True
     ) -> tuple[_Entry[V], V, _Flight[V] | None] | None:
-        """(entry, value, background flight to start) if the value may be handed out now, else None."""
+        """(entry, value, refresh flight to start) if the value may be handed out now, else None."""
         if entry is None or entry.value is None or now >= entry.serve_until:
             return None
         refresh = None
         if now >= entry.refresh_at and entry.flight is None and now >= entry.retry_at:
+            if not may_refresh:
+                return None
             refresh = entry.flight = _Flight(stats)
         return entry, entry.value, refresh
 
@@ -216,6 +225,7 @@ class _SingleFlightCache(Generic[K, V]):
         found: tuple[_Entry[V], V, _Flight[V] | None],
         fetch: Callable[[], V],
         stats: CacheStats | None,
+        spawn: Spawn | None,
     ) -> V:
         entry, value, refresh = found
         _count(stats, "hits")
@@ -226,7 +236,7 @@ class _SingleFlightCache(Generic[K, V]):
                     self._fetch(key, entry, refresh, fetch)
 
             try:
-                self._spawn(run)
+                (spawn or self._spawn)(run)
             except Exception as exc:  # e.g. no new threads at interpreter shutdown: retry later
                 self._finish(key, entry, refresh, None, exc)
         return value

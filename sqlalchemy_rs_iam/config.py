@@ -21,6 +21,7 @@ import enum
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 from .errors import ConfigurationError
 
@@ -43,6 +44,8 @@ PARAMETERS: tuple[str, ...] = (
     "aws_connect_timeout",
     "aws_read_timeout",
     "aws_max_attempts",
+    "cache",
+    "refresh",
     # redshift_connector's own IAM switch: accepted only as false, because the plugin replaces it.
     "iam",
 )
@@ -181,6 +184,13 @@ class AwsOptions:
         )
 
 
+_C = TypeVar("_C", bound=str)
+CacheMode = Literal["process", "host"]
+RefreshMode = Literal["auto", "background", "lazy"]
+CACHE_MODES: tuple[CacheMode, ...] = ("process", "host")
+REFRESH_MODES: tuple[RefreshMode, ...] = ("auto", "background", "lazy")
+
+
 @dataclass(frozen=True)
 class IamConfig:
     """Everything the plugin needs, validated.
@@ -198,6 +208,13 @@ class IamConfig:
     aws: AwsOptions
     host: str | None
     port: int | None
+    #: Where credentials and endpoints are shared: ``process`` (default) or ``host`` (every process of this
+    #: OS user on this machine, through a private cache directory).
+    cache: CacheMode = "process"
+    #: How a credential is refreshed at its refresh point: ``background`` (a thread), ``lazy`` (on the
+    #: caller's thread, no thread at all: AWS Lambda and other frozen processes) or ``auto`` (lazy when
+    #: ``AWS_LAMBDA_FUNCTION_NAME`` is set, else background; decided when the engine is made).
+    refresh: RefreshMode = "auto"
 
     @property
     def operation(self) -> str:
@@ -392,6 +409,8 @@ def parse_config(
     )
     conn_host, conn_port = _parse_endpoint(explicit_host, port, target)
     aws = _parse_aws_options(p, region)
+    cache = _parse_choice(p, "cache", CACHE_MODES)
+    refresh = _parse_choice(p, "refresh", REFRESH_MODES)
 
     return IamConfig(
         target=target,
@@ -403,6 +422,8 @@ def parse_config(
         aws=aws,
         host=conn_host,
         port=conn_port,
+        cache=cache,
+        refresh=refresh,
     )
 
 
@@ -535,6 +556,18 @@ def _parse_aws_options(p: _Params, region: str | None) -> AwsOptions:
         if dependent in p.params and aws.role_arn is None:
             raise ConfigurationError(dependent, "only applies together with role_arn")
     return aws
+
+
+def _parse_choice(p: _Params, name: str, choices: tuple[_C, ...]) -> _C:
+    """One of ``choices`` (case-insensitive), the first being the default."""
+    if name not in p.params:
+        return choices[0]
+    value = p.scalar(name)
+    text = value.strip(_ASCII_SPACE).lower() if isinstance(value, str) else None
+    for choice in choices:
+        if text == choice:
+            return choice
+    raise ConfigurationError(name, f"{_show(value)} is not one of: {', '.join(choices)}")
 
 
 def _text_part(parameter: str, value: object) -> str | None:

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Hashable
 from typing import Any, Literal, Protocol, TypeVar
 
-from .cache import CredentialCache, TtlCache
+from .cache import CredentialCache, Spawn, TtlCache
 from .config import IamConfig, Target
 from .counters import CacheStats
 from .credentials import DbCredentials
@@ -76,9 +76,9 @@ class CacheKey:
 
 
 def credential_scope(config: IamConfig) -> Hashable:
-    """Everything in the configuration except where to connect: any parameter that may change what AWS
-    issues (and any added later) separates credentials by default."""
-    return dataclasses.replace(config, host=None, port=None)
+    """Everything in the configuration except where to connect and how refreshes are scheduled: any
+    parameter that may change what AWS issues (and any added later) separates credentials by default."""
+    return dataclasses.replace(config, host=None, port=None, refresh="auto")
 
 
 def endpoint_scope(config: IamConfig) -> Hashable:
@@ -155,8 +155,10 @@ class IamConnector:
         endpoints: TtlCache[CacheKey, tuple[str, int]],
         budget: ForcedRefreshBudget[Hashable],
         stats: CacheStats | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
         self.config = config
+        self._spawn = spawn  # how refreshes run: None = the cache's default (a background thread)
         self.stats = stats if stats is not None else CacheStats()
         self._identify = identify
         self._clients = clients
@@ -225,16 +227,16 @@ class IamConnector:
     def credentials(self) -> DbCredentials:
         """Cached credentials, fetched or refreshed as the time policy says (may block on AWS)."""
         b = self._binding
-        found = self._credentials.peek(b.credential_key, b.fetch, self.stats)
+        found = self._credentials.peek(b.credential_key, b.fetch, self.stats, self._spawn)
         if found is not None:
             return found
         b = self._rebind()  # a cold entry sees the AWS configuration as it is now
-        return self._credentials.get(b.credential_key, b.fetch, self.stats)
+        return self._credentials.get(b.credential_key, b.fetch, self.stats, self._spawn)
 
     def cached_credentials(self) -> DbCredentials | None:
         """Credentials if they can be had without blocking (for event loops); else None."""
         b = self._binding
-        return self._credentials.peek(b.credential_key, b.fetch, self.stats)
+        return self._credentials.peek(b.credential_key, b.fetch, self.stats, self._spawn)
 
     def invalidate(self, credentials: DbCredentials | None = None) -> None:
         """Drop the cached credential (only if it is still ``credentials``, when given)."""

@@ -34,7 +34,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import counters
-from .cache import CredentialCache, TtlCache
+from .cache import CredentialCache, Spawn, TtlCache, run_inline
 from .config import AwsOptions, IamConfig
 from .connector import AwsApi, CacheKey, IamConnector
 from .counters import CacheStats
@@ -80,6 +80,18 @@ class _Lru(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def refresh_spawn(config: IamConfig, environ: Mapping[str, str] = os.environ) -> Spawn | None:
+    """How this configuration's refreshes run: ``None`` (a background thread) or :func:`run_inline`.
+
+    ``refresh=auto`` is lazy inside AWS Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set), where the environment is
+    frozen between invocations and a background thread may be frozen mid-call; background elsewhere.
+    """
+    mode = config.refresh
+    if mode == "auto":
+        mode = "lazy" if environ.get("AWS_LAMBDA_FUNCTION_NAME") else "background"
+    return run_inline if mode == "lazy" else None
 
 
 class _SessionState:
@@ -136,6 +148,7 @@ class Registry:
 
     def _make_connector(self, config: IamConfig, session: Any, *, strong: bool) -> IamConnector:
         options = config.aws
+        spawn = refresh_spawn(config)
         if session is None:
             return IamConnector(
                 config,
@@ -144,6 +157,7 @@ class Registry:
                 credentials=self.credentials,
                 endpoints=self.endpoints,
                 budget=self.budget,
+                spawn=spawn,
             )
         serial = self._state_of(session).serial
         ref = weakref.ref(session)
@@ -165,6 +179,7 @@ class Registry:
             credentials=self.credentials,
             endpoints=self.endpoints,
             budget=self.budget,
+            spawn=spawn,
         )
 
     def register_engine(self, engine: Engine, connector: IamConnector) -> None:

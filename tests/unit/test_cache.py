@@ -738,3 +738,58 @@ def test_stats_counters():
     assert "hits=3" in repr(s)
     with pytest.raises(ValueError):
         s.incr("bogus")  # type: ignore[arg-type]
+
+
+# --- refresh=lazy: refreshes run on the caller's thread ------------------------------------------------------
+
+
+def test_lazy_refresh_runs_on_the_callers_thread_once_and_others_are_served_meanwhile():
+    from sqlalchemy_rs_iam.cache import run_inline
+
+    clock = FakeClock()
+    cache = CredentialCache(clock=clock, spawn=lambda fn: pytest.fail("no background thread in lazy mode"))
+    fetch, stats = Fetcher(clock), CacheStats()
+    first = cache.get("k", fetch, stats, spawn=run_inline)
+    clock.advance(700)  # past refresh_at (675 s), before stale_at (840 s)
+    assert cache.peek("k", fetch, stats, spawn=run_inline) is None  # an event loop must not refresh inline
+    threads_seen = []
+    real_fetch = fetch
+
+    def recording_fetch():
+        threads_seen.append(threading.get_ident())
+        return real_fetch()
+
+    second = cache.get("k", recording_fetch, stats, spawn=run_inline)
+    assert threads_seen == [threading.get_ident()]  # refreshed right here
+    assert second is first  # this caller is served the valid credential it had ...
+    assert (
+        cache.get("k", recording_fetch, stats, spawn=run_inline) is fetch.issued[-1]
+    )  # ... then the new one
+    assert len(fetch.calls) == 2
+
+
+def test_lazy_mode_past_the_stale_mark_blocks_on_one_fetch():
+    from sqlalchemy_rs_iam.cache import run_inline
+
+    clock = FakeClock()
+    cache = CredentialCache(clock=clock, spawn=lambda fn: pytest.fail("no thread"))
+    fetch = Fetcher(clock)
+    cache.get("k", fetch, spawn=run_inline)
+    clock.advance(2 * 900)  # frozen for twice the lifetime: never serve the expired one
+    again = cache.get("k", fetch, spawn=run_inline)
+    assert again is fetch.issued[-1] and again.expiration > clock.t
+    assert len(fetch.calls) == 2
+
+
+def test_refresh_mode_auto_is_lazy_in_lambda_only():
+    from sqlalchemy_rs_iam.cache import run_inline
+    from sqlalchemy_rs_iam.config import parse_config
+    from sqlalchemy_rs_iam.registry import refresh_spawn
+
+    def cfg(mode):
+        return parse_config({"workgroup": "analytics", "refresh": mode}, database="dev")
+
+    assert refresh_spawn(cfg("auto"), {}) is None
+    assert refresh_spawn(cfg("auto"), {"AWS_LAMBDA_FUNCTION_NAME": "f"}) is run_inline
+    assert refresh_spawn(cfg("lazy"), {}) is run_inline
+    assert refresh_spawn(cfg("background"), {"AWS_LAMBDA_FUNCTION_NAME": "f"}) is None

@@ -54,6 +54,8 @@ GOOD: dict[str, list[str]] = {
     "aws_read_timeout": ["10", "0.1"],
     "aws_max_attempts": ["1", "5", "20"],
     "iam": ["false", "0", "no"],
+    "cache": ["process", "host", "Host"],
+    "refresh": ["auto", "background", "lazy"],
 }
 assert set(GOOD) == set(PARAMETERS)  # a new parameter must be fuzzed too
 
