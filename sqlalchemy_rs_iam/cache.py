@@ -242,17 +242,19 @@ class _SingleFlightCache(Generic[K, V]):
         return value
 
     def _fetch(self, key: K, entry: _Entry[V], flight: _Flight[V], fetch: Callable[[], V]) -> V:
-        _count(flight.stats, "api_calls")
         try:
             value = fetch()
             if value is None:
                 raise TypeError("fetch() returned None")
         except Exception as exc:
+            _count(flight.stats, "api_calls")
             self._finish(key, entry, flight, None, exc)
             raise
         except BaseException:  # KeyboardInterrupt etc.: not AWS's fault; let a waiter fetch instead
             self._finish(key, entry, flight, None, None)
             raise
+        # A value another process fetched (cache=host) cost this one no AWS call.
+        _count(flight.stats, "hits" if getattr(value, "shared", False) else "api_calls")
         self._finish(key, entry, flight, value, None)
         return value
 

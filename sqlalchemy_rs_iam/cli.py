@@ -217,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_target_options(env)
 
+    cache = sub.add_parser(
+        "cache",
+        help="list or clear the host cache of cache=host (never shows a secret)",
+        description="The host cache (cache=host) of this OS user: `list` shows each entry's key, expiry and "
+        "age, never a password; `clear` deletes every entry. RS_IAM_CACHE_DIR selects another directory.",
+    )
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    cache_list = cache_sub.add_parser("list", help="show the entries")
+    cache_list.add_argument("--json", action="store_true", help="print a JSON array")
+    cache_sub.add_parser("clear", help="delete every entry")
+
     sub.add_parser(
         "standin",
         help="run the local Redshift stand-in in the foreground (see `rs-iam standin --help`)",
@@ -510,6 +521,29 @@ def _query(engine: Any) -> tuple[Any, ...]:
         engine.dispose()
 
 
+def cmd_cache(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from .store import HostStore
+
+    store = HostStore.open()
+    if args.cache_command == "clear":
+        out.write(f"cleared {store.clear()} entries from {store.directory}\n")
+        return EXIT_OK
+    now = time.time()
+    entries = [
+        {"name": e.name, "kind": e.kind, "description": e.description, "expires": _iso(e.expires_at),
+         "expires_in_s": round(e.expires_at - now), "age_s": round(now - e.written_at)}
+        for e in store.entries()
+    ]  # fmt: skip
+    if args.json:
+        out.write(json.dumps(entries) + "\n")
+        return EXIT_OK
+    err.write(f"{len(entries)} entries in {store.directory}\n")
+    for e in entries:
+        out.write(f"{str(e['name'])[:12]}  {e['kind']:<11} expires in {e['expires_in_s']:>5} s  age {e['age_s']:>5} s  "
+                  f"{e['description']}\n")  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_standin(argv: Sequence[str]) -> int:
     try:
         from .testing.__main__ import run_standin
@@ -555,6 +589,7 @@ def run(argv: Sequence[str] | None = None, *, out: IO[str] | None = None, err: I
         "credentials": cmd_credentials,
         "check": cmd_check,
         "env": cmd_env,
+        "cache": cmd_cache,
     }
     try:
         return commands[args.command](args, out, err)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
 from collections.abc import Callable, Hashable
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -33,6 +34,7 @@ from .counters import CacheStats
 from .credentials import DbCredentials
 from .identity import Identity
 from .policy import ForcedRefreshBudget
+from .store import HostStore, key_name
 
 __all__ = ["AwsApi", "CacheKey", "IamConnector", "classify_connect_error"]
 
@@ -94,6 +96,12 @@ class _Binding:
     endpoint_key: CacheKey
     fetch: Callable[[], DbCredentials]
     resolve: Callable[[], tuple[str, int]]
+    forget_credentials: Callable[[DbCredentials], None]  # in the host cache, if any
+    forget_endpoint: Callable[[], None]
+
+
+def _nothing(*_: object) -> None:
+    return None
 
 
 ConnectErrorKind = Literal["auth", "network"]
@@ -156,9 +164,11 @@ class IamConnector:
         budget: ForcedRefreshBudget[Hashable],
         stats: CacheStats | None = None,
         spawn: Spawn | None = None,
+        store: HostStore | None = None,
     ) -> None:
         self.config = config
         self._spawn = spawn  # how refreshes run: None = the cache's default (a background thread)
+        self._store = store  # cache=host: the host cache behind the process caches
         self.stats = stats if stats is not None else CacheStats()
         self._identify = identify
         self._clients = clients
@@ -205,7 +215,7 @@ class IamConnector:
         return self._binding
 
     def _bind(self, who: Identity) -> _Binding:
-        config, clients, stats = self.config, self._clients, self.stats
+        config, clients, stats, store = self.config, self._clients, self.stats, self._store
 
         def fetch() -> DbCredentials:
             return clients(who).fetch_credentials(config)
@@ -214,12 +224,33 @@ class IamConnector:
             stats.incr("api_calls")
             return clients(who).resolve_endpoint(config.target)
 
+        credential_key = CacheKey(who.key, who.region, self._credential_scope)
+        endpoint_key = CacheKey(who.key, who.region, self._endpoint_scope)
+        if store is None:
+            return _Binding(who, credential_key, endpoint_key, fetch, resolve, _nothing, _nothing)
+
+        # cache=host: the process caches stay in front; behind them, the host cache of this OS user.
+        cred_name = key_name("credentials", who.key, who.region, self._credential_scope)
+        end_name = key_name("endpoint", who.key, who.region, self._endpoint_scope)
+        where = f"{config.target.describe()} in {who.region}"
+        cred_text = f"credentials: {where}, database {config.database!r}, as {who.label}"
+        end_text = f"endpoint: {where}, as {who.label}"
+        policy, ttl = self._credentials.policy, self._endpoints.ttl
+
+        def host_fetch() -> DbCredentials:
+            return store.credentials(cred_name, cred_text, fetch, policy)
+
+        def host_resolve() -> tuple[str, int]:
+            return store.endpoint(end_name, end_text, resolve, ttl)
+
+        def forget_credentials(refused: DbCredentials) -> None:
+            store.forget_credentials(cred_name, refused)
+
+        def forget_endpoint() -> None:
+            store.forget_endpoint(end_name)
+
         return _Binding(
-            who,
-            CacheKey(who.key, who.region, self._credential_scope),
-            CacheKey(who.key, who.region, self._endpoint_scope),
-            fetch,
-            resolve,
+            who, credential_key, endpoint_key, host_fetch, host_resolve, forget_credentials, forget_endpoint
         )
 
     # --- credentials and endpoint ---------------------------------------------------------------------------
@@ -268,6 +299,27 @@ class IamConnector:
         found = self._endpoints.peek(b.endpoint_key, b.resolve)
         return None if found is None else (found[0], c.port or found[1])
 
+    def _both(self) -> tuple[tuple[str, int], DbCredentials]:
+        """Look the endpoint up on a helper thread while fetching the credential on this one."""
+        found: list[tuple[str, int]] = []
+        failed: list[BaseException] = []
+
+        def lookup() -> None:
+            try:
+                found.append(self.endpoint())
+            except BaseException as exc:  # re-raised below, on the caller's thread
+                failed.append(exc)
+
+        helper = threading.Thread(target=lookup, name="rs-iam-lookup", daemon=True)
+        helper.start()
+        try:
+            creds = self.credentials()
+        finally:
+            helper.join()
+        if failed:
+            raise failed[0]
+        return found[0], creds
+
     def _may_replace(self, key: CacheKey, refused: DbCredentials) -> bool:
         """A refused credential that is still cached costs a forced refresh from the budget; one already
         replaced by another caller (concurrent refusals of the same password) is retried for free."""
@@ -300,11 +352,14 @@ class IamConnector:
         once skips it.
         """
         run = call_blocking or _call
-        cached = self.cached_endpoint() if call_blocking is not None else None
-        host, port = cached or (run(self.endpoint) if self.needs_lookup else self.endpoint())
-        creds = self.cached_credentials() if call_blocking is not None else None
+        endpoint, creds = self.cached_endpoint(), self.cached_credentials()
+        if endpoint is None and creds is None and self.needs_lookup:
+            endpoint, creds = run(self._both)  # cold: one AWS round trip, not two in a row
+        if endpoint is None:
+            endpoint = run(self.endpoint) if self.needs_lookup else self.endpoint()
         if creds is None:
             creds = run(self.credentials)
+        host, port = endpoint
         try:
             return open_(host, port, creds)
         except Exception as exc:
@@ -318,9 +373,11 @@ class IamConnector:
                 )
                 self.stats.incr("login_retries")
                 self._credentials.invalidate(b.credential_key, creds)
+                b.forget_credentials(creds)
                 return open_(host, port, run(self.credentials))
             if kind == "network" and self.needs_lookup and self._budget.take(("lookup", b.endpoint_key)):
                 self._endpoints.invalidate(b.endpoint_key)
+                b.forget_endpoint()
                 new_host, new_port = run(self.endpoint)
                 if (new_host, new_port) != (host, port):
                     log.info(

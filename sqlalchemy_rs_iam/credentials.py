@@ -29,6 +29,8 @@ class DbCredentials:
     expiration: float
     next_refresh: float | None = None
     fetched_at: float = 0.0
+    #: True when read from the host cache (``cache=host``) rather than issued to this process by AWS.
+    shared: bool = field(default=False, compare=False)
 
     @property
     def lifetime(self) -> float:

@@ -40,6 +40,7 @@ from .connector import AwsApi, CacheKey, IamConnector
 from .counters import CacheStats
 from .identity import Identity, IdentityResolver
 from .policy import ForcedRefreshBudget
+from .store import HostStore, default_cache_dir
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -124,6 +125,7 @@ class Registry:
         # to the session, so the state goes when the caller drops the session.
         self._sessions: weakref.WeakKeyDictionary[Any, _SessionState] = weakref.WeakKeyDictionary()
         self._next_serial = 0
+        self._stores: dict[str, HostStore] = {}  # cache=host: one per directory
 
     # --- connectors --------------------------------------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class Registry:
     def _make_connector(self, config: IamConfig, session: Any, *, strong: bool) -> IamConnector:
         options = config.aws
         spawn = refresh_spawn(config)
+        store = self.host_store(config) if config.cache == "host" else None
         if session is None:
             return IamConnector(
                 config,
@@ -158,6 +161,7 @@ class Registry:
                 endpoints=self.endpoints,
                 budget=self.budget,
                 spawn=spawn,
+                store=store,
             )
         serial = self._state_of(session).serial
         ref = weakref.ref(session)
@@ -180,7 +184,25 @@ class Registry:
             endpoints=self.endpoints,
             budget=self.budget,
             spawn=spawn,
+            store=store,
         )
+
+    def host_store(self, config: IamConfig | None = None) -> HostStore:
+        """The host cache (``cache=host``) of this OS user; its directory is checked when first opened."""
+        directory = default_cache_dir()
+        with self._lock:
+            store = self._stores.get(str(directory))
+        if store is None:
+            # Waiting for another process's fetch is bounded by what that fetch may take at most.
+            wait = (
+                30.0
+                if config is None
+                else (config.aws.max_attempts * (config.aws.connect_timeout + config.aws.read_timeout) + 5.0)
+            )
+            made = HostStore(directory, wait=wait)
+            with self._lock:
+                store = self._stores.setdefault(str(directory), made)
+        return store
 
     def register_engine(self, engine: Engine, connector: IamConnector) -> None:
         with self._lock:
@@ -233,6 +255,7 @@ class Registry:
             self._clients.clear()
             self._connectors.clear()
             self._sessions.clear()
+            self._stores.clear()
         self.credentials.clear()
         self.endpoints.clear()
         self.budget.clear()

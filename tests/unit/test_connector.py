@@ -242,9 +242,39 @@ def test_call_blocking_is_used_only_when_the_caches_cannot_answer() -> None:
         return fn()
 
     connector.connect(driver, call_blocking=call_blocking)
-    assert len(hops) == 2  # endpoint and credentials, cold
+    assert len(hops) == 1  # cold: endpoint and credentials together, in one hop
     connector.connect(driver, call_blocking=call_blocking)
-    assert len(hops) == 2  # warm: no thread hop at all
+    assert len(hops) == 1  # warm: no thread hop at all
+
+
+def test_cold_connect_looks_up_the_endpoint_while_fetching_credentials() -> None:
+    world, driver = World(), Driver()
+    both_running = threading.Barrier(2, timeout=5)  # breaks (and fails the test) if the calls run in a row
+    aws = world.clients(world.identify())
+    fetch, resolve = aws.fetch_credentials, aws.resolve_endpoint
+
+    def slow_fetch(config: IamConfig) -> DbCredentials:
+        both_running.wait()
+        return fetch(config)
+
+    def slow_resolve(target: Target) -> tuple[str, int]:
+        both_running.wait()
+        return resolve(target)
+
+    aws.fetch_credentials, aws.resolve_endpoint = slow_fetch, slow_resolve  # type: ignore[method-assign]
+    assert world.connector().connect(driver) == ("wg.example", "IAM:alice")
+
+
+def test_a_failed_lookup_during_a_cold_connect_is_raised_to_the_caller() -> None:
+    world, driver = World(), Driver()
+    aws = world.clients(world.identify())
+
+    def broken(target: Target) -> tuple[str, int]:
+        raise LookupError("no such workgroup")
+
+    aws.resolve_endpoint = broken  # type: ignore[method-assign]
+    with pytest.raises(LookupError):
+        world.connector().connect(driver)
 
 
 # --- identity -----------------------------------------------------------------------------------------------
