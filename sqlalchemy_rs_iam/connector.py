@@ -316,8 +316,8 @@ class IamConnector:
             creds = self.credentials()
         finally:
             helper.join()
-        if failed:
-            raise failed[0]
+            if failed:  # the lookup's error first, as if it had run first: a missing target explains most
+                raise failed[0]
         return found[0], creds
 
     def _may_replace(self, key: CacheKey, refused: DbCredentials) -> bool:

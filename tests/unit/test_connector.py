@@ -276,6 +276,13 @@ def test_a_failed_lookup_during_a_cold_connect_is_raised_to_the_caller() -> None
     with pytest.raises(LookupError):
         world.connector().connect(driver)
 
+    def denied(config: IamConfig) -> DbCredentials:
+        raise PermissionError("denied")
+
+    aws.fetch_credentials = denied  # type: ignore[method-assign]
+    with pytest.raises(LookupError):  # both failed: the lookup's error, as when the lookup ran first
+        world.connector().connect(driver)
+
 
 # --- identity -----------------------------------------------------------------------------------------------
 
