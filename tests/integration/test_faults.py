@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 from helpers import api_calls, current_user
 from sqlalchemy.pool import NullPool
+from together import run_together
 
 import sqlalchemy_rs_iam
 from sqlalchemy_rs_iam import counters, errors
@@ -181,22 +182,7 @@ def test_revoked_credential_concurrent_logins_refetch_once(rs: RedshiftStandIn) 
     engine = sa.create_engine(rs.url(), poolclass=NullPool)
     assert current_user(engine) == "IAM:alice-dev"
     assert rs.emulator.revoke("IAM:alice-dev") >= 1
-    barrier = threading.Barrier(8)
-    results: list[str] = []
-    failures: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait(10)
-            results.append(current_user(engine))
-        except BaseException as exc:  # asserted below
-            failures.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results, failures = run_together(8, lambda: current_user(engine))
     assert failures == [] and results == ["IAM:alice-dev"] * 8
     assert api_calls(rs, "GetCredentials") == 2  # one refetch, shared by all eight refused logins
     assert sqlalchemy_rs_iam.stats(engine)["login_retries"] == 8

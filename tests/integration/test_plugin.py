@@ -5,7 +5,6 @@ Every test uses the real drivers and the real sqlalchemy-redshift dialects again
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from helpers import api_calls, current_user
 from sqlalchemy.pool import NullPool
+from together import run_together
 
 import sqlalchemy_rs_iam
 from sqlalchemy_rs_iam import errors
@@ -169,23 +169,7 @@ def test_bad_url_fails_at_create_engine_without_aws_calls(
 def test_32_concurrent_cold_connects_make_one_api_call(rs: RedshiftStandIn) -> None:
     rs.emulator.faults.latency("GetCredentials", 0.3)  # widen the race window
     engine = sa.create_engine(rs.url(), pool_size=32, max_overflow=0)
-    barrier = threading.Barrier(32)
-    users: list[str] = []
-    failures: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait()
-            with engine.connect() as conn:
-                users.append(conn.execute(sa.text("select current_user")).scalar())
-        except BaseException as exc:  # collected and asserted below
-            failures.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    users, failures = run_together(32, lambda: current_user(engine))
     assert failures == []
     assert users == ["IAM:alice-dev"] * 32
     assert api_calls(rs, "GetCredentials") == 1

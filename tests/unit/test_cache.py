@@ -10,6 +10,7 @@ import traceback
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from together import run_together
 
 from sqlalchemy_rs_iam.cache import CredentialCache, TtlCache
 from sqlalchemy_rs_iam.counters import CacheStats
@@ -444,19 +445,8 @@ def test_32_threads_cold_get_fetch_once():
         return DbCredentials(user="u", password="p", expiration=now + 900, fetched_at=now)
 
     stats = CacheStats()
-    barrier = threading.Barrier(32)
-    results = []
-
-    def worker():
-        barrier.wait()
-        results.append(cache.get("k", fetch, stats))
-
-    threads = [threading.Thread(target=worker) for _ in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert len(results) == 32 and len({id(r) for r in results}) == 1
+    results, errors = run_together(32, lambda: cache.get("k", fetch, stats))
+    assert errors == [] and len(results) == 32 and len({id(r) for r in results}) == 1
     assert len(calls) == 1
     assert (stats.api_calls, stats.hits) == (1, 31)
 
@@ -708,19 +698,8 @@ def test_ttl_cache_single_flight_with_threads():
         time.sleep(0.1)
         return object()
 
-    barrier = threading.Barrier(8)
-    results = []
-
-    def worker():
-        barrier.wait()
-        results.append(c.get("wg", resolve))
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert len(calls) == 1 and len(results) == 8 and len({id(r) for r in results}) == 1
+    results, errors = run_together(8, lambda: c.get("wg", resolve))
+    assert errors == [] and len(calls) == 1 and len(results) == 8 and len({id(r) for r in results}) == 1
 
 
 def test_constructor_validation():

@@ -7,6 +7,7 @@ import time
 from collections.abc import Hashable
 
 import pytest
+from together import run_together
 
 from sqlalchemy_rs_iam.cache import CredentialCache, TtlCache
 from sqlalchemy_rs_iam.config import IamConfig, Target, parse_config
@@ -176,20 +177,7 @@ def test_concurrent_refusals_of_one_password_cost_one_refetch() -> None:
     world, driver = World(), Driver()
     connector = world.connector()
     driver.refused.add(connector.credentials().password)
-    barrier, results, errors = threading.Barrier(8), [], []
-
-    def worker() -> None:
-        barrier.wait(10)
-        try:
-            results.append(connector.connect(driver))
-        except Exception as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    results, errors = run_together(8, lambda: connector.connect(driver))
     assert errors == [] and len(results) == 8
     assert world.calls("GetCredentials") == 2
 
