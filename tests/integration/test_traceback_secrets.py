@@ -142,3 +142,21 @@ def test_failed_connect_traceback_with_locals_holds_no_password(
     expect = {"login_refused": "password", "unreachable": "connect", "database_error": "no_such_db"}[failure]
     assert expect in str(exc).lower(), str(exc)
     assert exc.__traceback__ is not None and len(traceback.extract_tb(exc.__traceback__)) > 3  # lines kept
+
+
+def test_dbapi_connect_refused_login_traceback_holds_no_password(
+    rs: RedshiftStandIn, issued: list[IssuedCredential]
+) -> None:
+    import sqlalchemy_rs_iam
+
+    rs.emulator.max_lifetime = 0.001
+    exc = _fail(
+        lambda: sqlalchemy_rs_iam.connect(
+            workgroup=rs.workgroup, database=rs.database, region=rs.region,
+            aws_endpoint_url=rs.aws_endpoint_url, ssl=False, duration_seconds=1000,
+        )
+    )  # fmt: skip
+    assert len(issued) == 2
+    shown = everything_shown(exc)
+    assert [c.login_user for c in issued if c.password in shown] == []
+    assert type(exc).__module__.startswith("redshift_connector") and "password" in str(exc).lower()
