@@ -131,16 +131,20 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Logs]:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
     handler.setLevel(logging.DEBUG)
     root = logging.getLogger()
-    saved = {name: logging.getLogger(name).level for name in ("", "botocore", "boto3", "urllib3")}
-    for name in saved:
-        logging.getLogger(name).setLevel(logging.DEBUG)
+    # Every logger at DEBUG: the root, botocore's, and any that already has a level of its own.
+    loggers = [root] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    saved = [(logger, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
     root.addHandler(handler)
     try:
         yield captured
     finally:
         root.removeHandler(handler)
-        for name, level in saved.items():
-            logging.getLogger(name).setLevel(level)
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 @pytest.fixture
