@@ -464,6 +464,7 @@ class AwsClients:
                 operation="GetWorkgroup" if target.workgroup else "DescribeClusters",
                 resource=target.describe(),
                 region=self.region,
+                endpoint=self.options.endpoint_url,
             )
         return str(address), int(port)
 
@@ -492,7 +493,8 @@ class AwsClients:
         if isinstance(exc, botocore.exceptions.ClientError):
             failed_op = getattr(exc, "operation_name", None) or operation
             if failed_op != operation:  # a credential provider's call (AssumeRole, GetRoleCredentials ...)
-                return self._client_error(exc, failed_op, None, endpoint, credentials_for=operation)
+                provider = self._provider_endpoint(failed_op)
+                return self._client_error(exc, failed_op, None, provider, credentials_for=operation)
             return self._client_error(exc, operation, target, endpoint)
         where = f"{target.describe()} in {self.region}"
         common: dict[str, Any] = {
@@ -596,6 +598,15 @@ class AwsClients:
             cls, text = AwsError, f"{operation} on {where} at {endpoint} failed ({detail})"
         return cls(_sentence(text), **common)
 
+    def _provider_endpoint(self, operation: str) -> str:
+        """Where a credential provider's own call went (its client is botocore's, not ours)."""
+        if self.options.endpoint_url and operation.startswith("AssumeRole"):
+            return self.options.endpoint_url  # the URL's role_arn is assumed through it
+        service = (
+            "STS" if operation.startswith("AssumeRole") else "SSO portal" if "Role" in operation else "AWS"
+        )
+        return f"the {service} endpoint of {self.region}"
+
     def _provider_error(self, exc: Exception) -> AwsError:
         """A failure of botocore's credential chain outside an API call of ours (``rs-iam check``, building
         the session): ours already, or mapped like any other (STS ``ClientError`` included)."""
@@ -616,7 +627,7 @@ class AwsClients:
     ) -> AwsError:
         if isinstance(exc, botocore.exceptions.ClientError):  # a provider's STS call (AssumeRole ...) failed
             failed = getattr(exc, "operation_name", None) or operation
-            url = endpoint or self.options.endpoint_url or f"the STS endpoint of {self.region}"
+            url = self._provider_endpoint(failed)
             return self._client_error(exc, failed, None, url, credentials_for=operation)
         resource = target.describe() if target is not None else self.identity_hint()
         if target is not None:

@@ -277,6 +277,7 @@ def test_a_credential_providers_client_error_names_the_failing_call(clients: aws
     exc = _error(clients)
     assert isinstance(exc, errors.AwsCredentialsError)
     assert exc.operation == "AssumeRole" and "to call GetCredentials" in str(exc)
+    assert "AssumeRole at the STS endpoint of us-east-1" in str(exc) and exc.region == "us-east-1"
     assert str(exc).endswith(".") and ".." not in str(exc)
 
 
