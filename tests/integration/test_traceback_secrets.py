@@ -24,7 +24,8 @@ from sqlalchemy_rs_iam.testing.store import IssuedCredential
 
 pytestmark = pytest.mark.integration
 
-DRIVERS = ["redshift_connector", "psycopg2", "postgresql+psycopg2", "psycopg", "asyncpg"]
+DRIVERS = ["redshift_connector", "psycopg2", "postgresql+psycopg2", "psycopg", "asyncpg", "psycopg_async"]
+ASYNC = ("asyncpg", "psycopg_async")
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def _fail(connect: Callable[[], object]) -> BaseException:
 
 
 def _connector(url: str, driver: str) -> Callable[[], object]:
-    if driver == "asyncpg":
+    if driver in ASYNC:
         from sqlalchemy.ext.asyncio import create_async_engine
 
         async def go() -> None:
@@ -114,7 +115,7 @@ def _connector(url: str, driver: str) -> Callable[[], object]:
 def test_failed_connect_traceback_with_locals_holds_no_password(
     rs: RedshiftStandIn, issued: list[IssuedCredential], driver: str, failure: str
 ) -> None:
-    if driver == "asyncpg":
+    if driver in ASYNC:
         pytest.importorskip("greenlet")
     params: dict[str, object] = {"duration_seconds": 900 + DRIVERS.index(driver)}  # a key of its own
     if failure == "login_refused":
@@ -122,7 +123,12 @@ def test_failed_connect_traceback_with_locals_holds_no_password(
     elif failure == "unreachable":
         rs.emulator.add_workgroup("gone", region=rs.region, address="127.0.0.1", port=_closed_port())
         params["workgroup"] = "gone"
-    url = rs.url(driver, database="no_such_db" if failure == "database_error" else None, **params)
+    database = "no_such_db" if failure == "database_error" else None
+    if driver == "psycopg_async":
+        url = rs.url("psycopg", database=database, **params)
+        url = url.replace("postgresql+psycopg:", "postgresql+psycopg_async:")
+    else:
+        url = rs.url(driver, database=database, **params)
     exc = _fail(_connector(url, driver))
 
     assert issued, "the emulator issued no password, so there was nothing to leak"
