@@ -33,6 +33,7 @@ from .errors import (
     AwsCredentialsError,
     AwsError,
     AwsValidationError,
+    ClockSkewError,
     ConfigurationError,
     ResourceNotFoundError,
     RsIamError,
@@ -83,6 +84,13 @@ def diagnose(exc: BaseException, *, cli_flags: bool = True) -> CliError:
             EXIT_AWS_REFUSED,
             f"not found: {exc}\n  A workgroup or cluster exists in exactly one region: is {exc.region} (from "
             f"{_name('region', cli_flags)}, AWS_REGION or the profile) the region it lives in?",
+        )
+    if isinstance(exc, ClockSkewError):
+        return CliError(
+            EXIT_AWS_REFUSED,
+            f"clock skew: {exc}\n  AWS accepts a signed request only within 15 minutes of its own clock. Fix "
+            "this host's clock (`timedatectl set-ntp true`, chrony or ntpd; in a container, the host's "
+            "clock) and run the command again; the IAM policy is not the problem.",
         )
     if isinstance(exc, AccessDeniedError):
         return CliError(

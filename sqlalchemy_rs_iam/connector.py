@@ -24,7 +24,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import sys
 import threading
+import traceback
 from collections.abc import Callable, Hashable
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -143,6 +145,33 @@ def classify_connect_error(exc: BaseException) -> ConnectErrorKind | None:
 
 def _call(fn: Callable[[], Any]) -> Any:
     return fn()
+
+
+def scrub_traceback(exc: BaseException, stop: BaseException | None = None) -> None:
+    """Clear the local variables of every finished frame in ``exc``'s traceback and chained causes.
+
+    A failed login leaves the password in the frames below the connector: the adapter's parameter dict, and
+    the drivers' own copies (psycopg2's and psycopg's DSN string, redshift_connector's encoded password).
+    Error reporters that record locals (Sentry, ``pytest -l``, ``capture_locals=True``) would show them.
+    Frames still running (the connector's and its callers') are left alone; ``stop`` is the exception that
+    was already being handled when the connect started, whose frames are not ours to clear. Type, message,
+    cause and the traceback's lines are kept::
+
+        try:
+            conn = open_(host, port, creds)
+        except Exception as exc:
+            scrub_traceback(exc)
+            raise
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or e is stop or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)  # skips (RuntimeError) frames that are still executing
+        todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]  # exception groups too
 
 
 class IamConnector:
@@ -352,6 +381,19 @@ class IamConnector:
         once skips it.
         """
         run = call_blocking or _call
+        outer = sys.exc_info()[1]  # being handled by a caller: its frames are not this connect's to clear
+        try:
+            return self._connect(open_, run)
+        except Exception as exc:
+            # Every failure below has the password in some frame's locals (see scrub_traceback).
+            scrub_traceback(exc, outer)
+            raise
+
+    def _connect(
+        self,
+        open_: Callable[[str, int, DbCredentials], T],
+        run: Callable[[Callable[[], Any]], Any],
+    ) -> T:
         endpoint, creds = self.cached_endpoint(), self.cached_credentials()
         if endpoint is None and creds is None and self.needs_lookup:
             endpoint, creds = run(self._both)  # cold: one AWS round trip, not two in a row

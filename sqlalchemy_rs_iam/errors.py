@@ -34,8 +34,9 @@ class ConfigurationError(RsIamError, ValueError):
 
 
 class AwsError(RsIamError):
-    """An AWS call failed. ``operation``, ``resource`` (e.g. ``workgroup 'analytics'``) and ``region``
-    say which; ``code`` is AWS's error code when there was one; the botocore exception is chained."""
+    """An AWS call failed. ``operation``, ``resource`` (e.g. ``workgroup 'analytics'``), ``region`` and
+    ``endpoint`` (the URL called, when known) say which; ``code`` is AWS's error code when there was one;
+    the botocore exception is chained."""
 
     def __init__(
         self,
@@ -45,11 +46,13 @@ class AwsError(RsIamError):
         resource: str,
         region: str,
         code: str | None = None,
+        endpoint: str | None = None,
     ) -> None:
         self.operation = operation
         self.resource = resource
         self.region = region
         self.code = code
+        self.endpoint = endpoint
         super().__init__(message)
 
 
@@ -59,6 +62,11 @@ class ResourceNotFoundError(AwsError):
 
 class AccessDeniedError(AwsError):
     """The AWS identity may not call the operation on that resource (IAM policy)."""
+
+
+class ClockSkewError(AccessDeniedError):
+    """AWS refused the request because its signature time is more than 15 minutes off AWS's clock: the
+    local clock is wrong, not the IAM policy (``Signature expired``, ``RequestExpired``)."""
 
 
 class AwsValidationError(AwsError):
