@@ -253,7 +253,9 @@ class SkewedAws:
     def __init__(self, rs: RedshiftStandIn, skew: float) -> None:
         self.clock: Callable[[], float] = lambda: time.time() + skew
         self.store = CredentialStore(clock=self.clock)
-        self.front = RedshiftFront(self.store, rs.postgres.host, rs.postgres.port).start()
+        self.front = RedshiftFront(
+            self.store, rs.postgres.host, rs.postgres.port, ssl_context=rs.server_ssl_context
+        ).start()
         self.emulator = AwsEmulator(self.store, rs.roles, clock=self.clock)
         try:
             self.emulator.start()

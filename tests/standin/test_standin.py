@@ -28,7 +28,7 @@ from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn, find_live_pids
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NO_RETRY = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
 
@@ -36,15 +36,15 @@ NO_RETRY = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "sta
 
 
 def login(driver: str, rs: RedshiftStandIn, user: str, password: str) -> Any:
-    """A DB-API connection through the front with the given driver (caller closes it)."""
+    """A DB-API connection through the front with the given driver over verified TLS (caller closes it)."""
     if driver == "redshift_connector":
-        return redshift_connector.connect(
+        return redshift_connector.connect(  # default ssl=True; trusts the CA through SSL_CERT_FILE
             host=rs.host,
             port=rs.port,
             database=rs.database,
             user=user,
             password=password,
-            ssl=False,
+            sslmode="verify-full",
             timeout=20,
         )
     return psycopg2.connect(
@@ -53,7 +53,8 @@ def login(driver: str, rs: RedshiftStandIn, user: str, password: str) -> Any:
         dbname=rs.database,
         user=user,
         password=password,
-        sslmode="disable",
+        sslmode="verify-full",
+        sslrootcert=str(rs.ca_file),
         connect_timeout=20,
     )
 
@@ -304,15 +305,15 @@ def test_url_shapes(rs_standin: RedshiftStandIn) -> None:
         "workgroup": "analytics",
         "region": "us-east-1",
         "aws_endpoint_url": rs.aws_endpoint_url,
-        "ssl": "false",
-    }
+    }  # no TLS setting: redshift_connector's defaults (ssl=True, verify-full) apply
     pg = sa.make_url(
         rs.url("psycopg2", cluster=rs.cluster, user="alice", auto_create=True, db_groups=["a", "b"])
     )
     assert pg.drivername == "redshift+psycopg2" and pg.username == "alice"
-    assert (pg.query["cluster"], pg.query["sslmode"], pg.query["auto_create"], pg.query["db_groups"]) == (
+    assert "sslmode" not in pg.query  # the dialect's verify-full default applies
+    assert (pg.query["cluster"], pg.query["sslrootcert"], pg.query["auto_create"], pg.query["db_groups"]) == (
         "etl-cluster",
-        "disable",
+        str(rs.ca_file),
         "true",
         "a,b",
     )
@@ -451,11 +452,13 @@ def test_foreground_command_serves_and_stops_cleanly_on_sigterm(
             break
     banner = "\n".join(lines)
     assert lines and lines[-1] == "READY", banner + (foreground.stderr.read() if foreground.poll() else "")
-    exports = dict(re.findall(r"^export (AWS_[A-Z_]+)=(\S+)$", banner, re.M))
+    exports = dict(re.findall(r"^export ([A-Z_]+)=(\S+)$", banner, re.M))
     urls = re.findall(r"(?<![A-Z_])URL=(\S+)", banner)
     pg_dir = re.search(r"throwaway cluster in (\S+)\)", banner)
     assert pg_dir is not None and find_live_pids(pg_dir.group(1))
     assert {"AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL"} <= set(exports)
+    # this stand-in's own CA (not the session stand-in's): the URLs below only work if the exports are right
+    assert {"SSL_CERT_FILE", "PGSSLROOTCERT"} <= set(exports)
     assert any(
         u.startswith("redshift+redshift_connector:///dev?plugin=rs_iam&workgroup=analytics") for u in urls
     )

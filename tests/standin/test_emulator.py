@@ -1,20 +1,15 @@
 """The AWS emulator of the local Redshift stand-in, driven by real boto3 clients over real HTTP.
 
 Every success is parsed by botocore against the service model; every error is asserted as botocore reports
-it (``Error.Code`` and HTTP status). One test provisions a throwaway PostgreSQL cluster to check that issued
-credentials are backed by real roles.
+it (``Error.Code`` and HTTP status). One test provisions a PostgreSQL server (:func:`provision_postgres`) to
+check that issued credentials are backed by real roles.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -26,6 +21,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from sqlalchemy_rs_iam.testing.emulator import AwsEmulator, Call
+from sqlalchemy_rs_iam.testing.postgres import (
+    PostgresRoleAdmin,
+    PostgresServer,
+    PostgresUnavailableError,
+    provision_postgres,
+)
 from sqlalchemy_rs_iam.testing.store import CredentialStore
 
 AKID, SECRET = "AKIAALICEEXAMPLE0001", "alice-secret-key-0001"
@@ -697,132 +698,56 @@ def test_concurrent_requests(aws: AwsEmulator, store: CredentialStore) -> None:
 
 
 # ------------------------------------------------------------------------------------- real PostgreSQL
-PG_BIN = "/usr/lib/postgresql/15/bin"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def postgres() -> Iterator[dict[str, Any]]:
-    if not os.path.exists(f"{PG_BIN}/initdb") or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL 15 binaries or runuser not available")
-    psycopg2 = pytest.importorskip("psycopg2")
-    tmp = tempfile.mkdtemp(prefix="emu-pg-")
-    shutil.chown(tmp, "postgres", "postgres")
-    data, port = os.path.join(tmp, "data"), _free_port()
-
-    def as_postgres(*args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120
-        )
-
-    started = False
+def postgres() -> Iterator[PostgresServer]:
     try:
-        as_postgres(f"{PG_BIN}/initdb", "-D", data, "--auth-local=trust", "--auth-host=md5", "-U", "postgres")
-        opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c password_encryption=md5 -c fsync=off"
-        as_postgres(
-            f"{PG_BIN}/pg_ctl",
-            "-D",
-            data,
-            "-o",
-            opts,
-            "-w",
-            "-t",
-            "60",
-            "-l",
-            os.path.join(tmp, "log"),
-            "start",
-        )
-        started = True
-        yield {"psycopg2": psycopg2, "socket_dir": tmp, "port": port}
-    finally:
-        if started:
-            with contextlib.suppress(Exception):
-                as_postgres(f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
-        shutil.rmtree(tmp, ignore_errors=True)
+        server = provision_postgres()
+    except PostgresUnavailableError as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
 
 
-class PgRoles:
-    """Minimal RoleAdmin over psycopg2 for this test (the real one lives in testing/postgres.py)."""
-
-    def __init__(self, psycopg2: Any, socket_dir: str, port: int) -> None:
-        from psycopg2 import sql
-
-        self.sql = sql
-        self.conn = psycopg2.connect(host=socket_dir, port=port, user="postgres", dbname="postgres")
-        self.conn.autocommit = True
-
-    def _one(self, query: str, *args: Any) -> bool:
-        with self.conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchone() is not None
-
-    def role_exists(self, role: str) -> bool:
-        return self._one("SELECT 1 FROM pg_roles WHERE rolname = %s", role)
-
-    def ensure_login_role(self, role: str, password: str) -> None:
-        verb = "ALTER" if self.role_exists(role) else "CREATE"
-        with self.conn.cursor() as cur:
-            cur.execute(
-                self.sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(self.sql.Identifier(role)),
-                (password,),
-            )
-
-    def group_exists(self, group: str) -> bool:
-        return self._one("SELECT 1 FROM pg_roles WHERE rolname = %s AND NOT rolcanlogin", group)
-
-    def grant_group(self, group: str, role: str) -> None:
-        with self.conn.cursor() as cur:
-            cur.execute(
-                self.sql.SQL("GRANT {} TO {}").format(self.sql.Identifier(group), self.sql.Identifier(role))
-            )
-
-    def member_of(self, role: str) -> set[str]:
-        with self.conn.cursor() as cur:
-            cur.execute(
-                "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-                "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
-                (role,),
-            )
-            return {row[0] for row in cur.fetchall()}
+def member_of(server: PostgresServer, role: str) -> set[str]:
+    rows = server.execute(
+        "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+        "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
+        (role,),
+    )
+    return {row[0] for row in rows}
 
 
 def test_issued_credentials_are_backed_by_real_postgres_roles(
-    postgres: dict[str, Any], store: CredentialStore
+    postgres: PostgresServer, store: CredentialStore
 ) -> None:
-    psycopg2 = postgres["psycopg2"]
-    roles = PgRoles(psycopg2, postgres["socket_dir"], postgres["port"])
-    try:
-        with roles.conn.cursor() as cur:
-            cur.execute("CREATE ROLE analysts NOLOGIN")
-            cur.execute("CREATE ROLE bob LOGIN")
-        with AwsEmulator(store, roles) as aws:
-            _seed(aws)
-            client(aws, "redshift").get_cluster_credentials(
-                DbUser="bob", ClusterIdentifier="cluster-1", DbGroups=["analysts"]
-            )
-            client(aws, "redshift-serverless").get_credentials(workgroupName="wg-one")
-            client(aws, "redshift").get_cluster_credentials(DbUser="nobody", ClusterIdentifier="cluster-1")
-        assert roles.member_of("bob") == {"analysts"}
-        assert not roles.role_exists("nobody")
-        assert store.live("IAM:nobody")[0].login_error == 'role "nobody" does not exist'
-        # The internal passwords work for a real md5 login over TCP, as the front will use them.
-        for role in ("bob", "IAM:alice"):
-            conn = psycopg2.connect(
-                host="127.0.0.1",
-                port=postgres["port"],
-                user=role,
-                password=store.role_password(role),
-                dbname="postgres",
-                sslmode="disable",
-            )
-            with conn, conn.cursor() as cur:
-                cur.execute("SELECT current_user")
-                assert cur.fetchone()[0] == role
-            conn.close()
-    finally:
-        roles.conn.close()
+    import psycopg2
+
+    suffix = secrets.token_hex(3)  # unique names: the server may be shared (RS_IAM_TEST_POSTGRES_DSN)
+    bob, group, nobody = f"bob_{suffix}", f"analysts_{suffix}", f"nobody_{suffix}"
+    roles = PostgresRoleAdmin(postgres)
+    roles.ensure_group(group)
+    roles.ensure_login_role(bob, secrets.token_hex(8))  # exists before, with some other password
+    with AwsEmulator(store, roles) as aws:
+        _seed(aws)
+        client(aws, "redshift").get_cluster_credentials(
+            DbUser=bob, ClusterIdentifier="cluster-1", DbGroups=[group]
+        )
+        client(aws, "redshift-serverless").get_credentials(workgroupName="wg-one")
+        client(aws, "redshift").get_cluster_credentials(DbUser=nobody, ClusterIdentifier="cluster-1")
+    assert member_of(postgres, bob) == {group}
+    assert not roles.role_exists(nobody)
+    assert store.live(f"IAM:{nobody}")[0].login_error == f'role "{nobody}" does not exist'
+    # The internal passwords work for a real md5 login over TCP, as the front will use them.
+    for role in (bob, "IAM:alice"):
+        conn = psycopg2.connect(
+            host=postgres.host,
+            port=postgres.port,
+            user=role,
+            password=store.role_password(role),
+            dbname=postgres.admin_database,
+            sslmode="disable",  # straight to PostgreSQL, which has no TLS (the front is not involved)
+        )
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone()[0] == role
+        conn.close()
