@@ -3,6 +3,7 @@ into real PostgreSQL; expiry, faults, the foreground command, and cleanup."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -211,6 +212,60 @@ def test_plugin_urls_log_in(
             assert conn.execute(sa.text("SELECT current_user")).scalar() == expected_user
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "driver", ["redshift_connector", "psycopg2", "postgresql+psycopg2", "psycopg", "asyncpg"]
+)
+def test_every_driver_url_logs_in_over_verified_tls(
+    rs_standin_clean: RedshiftStandIn, rs_iam_env: dict[str, str], driver: str
+) -> None:
+    rs = rs_standin_clean
+    url = rs.url(driver)
+    assert "ssl=false" not in url and "sslmode" not in url and "ssl=disable" not in url
+    if driver == "asyncpg":
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        async def who() -> str:
+            engine = create_async_engine(url, poolclass=sa.pool.NullPool)
+            try:
+                async with engine.connect() as conn:
+                    return str((await conn.execute(sa.text("SELECT current_user"))).scalar())
+            finally:
+                await engine.dispose()
+
+        user = asyncio.run(who())
+    else:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                user = str(conn.execute(sa.text("SELECT current_user")).scalar())
+        finally:
+            engine.dispose()
+    assert user == "IAM:alice-dev"
+    login = rs.front.connections[-1]
+    assert login.user == "IAM:alice-dev" and login.tls_version in ("TLSv1.2", "TLSv1.3")
+
+
+def test_plain_mode_standin(monkeypatch: pytest.MonkeyPatch) -> None:
+    # its own PostgreSQL: on a shared server its role passwords would clobber the session stand-in's
+    with RedshiftStandIn(tls=False) as plain:
+        assert not plain.front.tls and plain.tls_env() == {}
+        with pytest.raises(RuntimeError, match="plain front"):
+            _ = plain.ca_file
+        for name in [k for k in os.environ if k.startswith("AWS_")]:
+            monkeypatch.delenv(name)
+        for name, value in plain.aws_env().items():
+            monkeypatch.setenv(name, value)
+        url = plain.url()
+        assert sa.make_url(url).query["ssl"] == "false"  # the explicit opt-out the plugin respects
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM sales")).scalar() == 3
+        finally:
+            engine.dispose()
+        assert plain.front.connections[-1].tls_version is None
 
 
 def test_rs_iam_url_fixture(rs_iam_url: str) -> None:
