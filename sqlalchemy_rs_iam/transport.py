@@ -15,7 +15,9 @@ What the rule does per driver, when the connect parameters say nothing about TLS
 * asyncpg: ``ssl=`` an :class:`ssl.SSLContext` with ``CERT_REQUIRED`` and host name checking that loads
   ``sslrootcert`` (a URL parameter asyncpg itself does not take), else ``PGSSLROOTCERT``, else the bundle.
 * redshift_connector: ``sslmode="verify-full"`` (an explicit mode makes it enforce the host name; ``ssl``
-  already defaults to True and it loads the default store plus its Redshift bundle).
+  already defaults to True and it loads the default store plus its Redshift bundle). sqlalchemy-redshift's
+  ``redshift+redshift_connector`` dialect passes ``sslmode="verify-full"`` already; the rule covers any
+  other way the driver is reached.
 
 Explicit opt-outs are respected: ``sslmode=disable|allow|prefer|require|verify-ca`` (libpq), ``ssl=false``
 (redshift_connector), ``ssl=disable|prefer|require|...`` or any ``ssl`` value (asyncpg). Example::
@@ -120,15 +122,16 @@ def ca_bundle_path() -> Path:
 
 
 def _cache_dir() -> Path | None:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    folder = Path(base) / "sqlalchemy-rs-iam"
     try:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        folder = Path(base) / "sqlalchemy-rs-iam"
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = folder.stat()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: no home directory
         return None
     # Trust anchors must not come from a directory someone else can write to.
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+    getuid = getattr(os, "getuid", None)
+    if getuid is not None and (st.st_uid != getuid() or st.st_mode & 0o022):
         return None
     return folder
 
