@@ -36,8 +36,10 @@ This module is pure: no boto3, no SQLAlchemy, no network.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import ssl
 import tempfile
 import threading
@@ -106,7 +108,11 @@ def ca_bundle_path() -> Path:
         name = f"redshift-ca-{hashlib.sha256(content).hexdigest()[:16]}.pem"
         for directory in (_cache_dir(), None):
             try:
-                folder = Path(tempfile.mkdtemp(prefix="rs-iam-ca-")) if directory is None else directory
+                if directory is None:
+                    folder = Path(tempfile.mkdtemp(prefix="sqlalchemy-rs-iam-ca-"))
+                    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # only this process uses it
+                else:
+                    folder = directory
                 path = folder / name
                 if not (path.exists() and path.read_bytes() == content):
                     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ca-")

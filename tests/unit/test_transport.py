@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +122,13 @@ def test_bundle_is_written_once_privately(tmp_path: Path) -> None:
     assert ca_bundle_path() == first and first.stat().st_mtime_ns == mtime
 
 
-def test_bundle_skips_a_cache_dir_others_can_write(tmp_path: Path) -> None:
+def test_bundle_skips_a_cache_dir_others_can_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shared = tmp_path / "cache" / "sqlalchemy-rs-iam"
     shared.mkdir(parents=True)
     shared.chmod(0o777)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     path = ca_bundle_path()
     assert path.parent != shared and path.exists()
+    assert path.parent.parent == tmp_path / "tmp"  # a private temporary directory of this process
+    assert path.parent.stat().st_mode & 0o777 == 0o700
