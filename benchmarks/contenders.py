@@ -10,10 +10,9 @@
   user, and an ``IAM:`` user whose issued password is fetched once and then put in the URL like a static one
   (same login path through the Redshift front as every IAM contender).
 
-Stand-in limitation: ``redshift_connector.connect(iam=True)`` refuses ``ssl=False`` ("SSL must be enabled
-when using IAM") and the stand-in's front has no TLS. :func:`redshift_connector_without_tls` therefore lets
-it run all of its own IAM code unchanged with ``ssl=True`` and only turns TLS off for the final socket
-(``redshift_connector.Connection(...)``), the same way every other contender connects.
+Every contender connects over TLS with redshift_connector's defaults (``ssl=True``), as against Redshift:
+the stand-in's front terminates TLS with its own CA, which ``rs.aws_env()`` makes trusted (``SSL_CERT_FILE``).
+So redshift_connector's ``iam=True`` runs exactly as shipped (it refuses ``ssl=False`` with IAM).
 """
 
 from __future__ import annotations
@@ -81,7 +80,7 @@ def _plain_url(rs: RedshiftStandIn, user: str | None = None, password: str | Non
     auth = ""
     if user is not None:
         auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password is not None else "") + "@"
-    return f"redshift+redshift_connector://{auth}{rs.host}:{rs.port}/{rs.database}?ssl=false"
+    return f"redshift+redshift_connector://{auth}{rs.host}:{rs.port}/{rs.database}"  # driver's TLS defaults
 
 
 def naive_engine(rs: RedshiftStandIn, client: Any) -> Engine:
@@ -137,24 +136,6 @@ def rc_iam_engine(rs: RedshiftStandIn) -> Engine:
         connect_args={k: v for k, v in kwargs.items() if k not in ("host", "port", "database")},
         poolclass=NullPool,
     )
-
-
-@contextlib.contextmanager
-def redshift_connector_without_tls() -> Iterator[None]:
-    """Let ``redshift_connector.connect(ssl=True, iam=True)`` log in to the TLS-less stand-in (see module doc)."""
-    import redshift_connector
-
-    original = redshift_connector.Connection
-
-    def connection(*args: Any, **kwargs: Any) -> Any:
-        kwargs["ssl"] = False
-        return original(*args, **kwargs)
-
-    redshift_connector.Connection = connection
-    try:
-        yield
-    finally:
-        redshift_connector.Connection = original
 
 
 @contextlib.contextmanager
@@ -222,7 +203,7 @@ def plugin_reset() -> None:
 
 
 def build_contenders(rs: RedshiftStandIn, *, ttl_safety: float = 60.0) -> dict[str, Contender]:
-    """Every contender against ``rs`` (call inside :func:`redshift_connector_without_tls`)."""
+    """Every contender against ``rs`` (with ``rs.aws_env()`` applied, which also makes its CA trusted)."""
     client = serverless_client(rs)
     out: dict[str, Contender] = {}
     out["static"] = Contender(

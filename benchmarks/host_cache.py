@@ -75,7 +75,6 @@ class Bench:
         self.cache_dir = workdir / "host-cache"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.env.update(rs.aws_env(), RS_IAM_CACHE_DIR=str(self.cache_dir))
-        self.env.update(getattr(rs, "driver_env", dict)())  # the stand-in's TLS trust settings, if any
         self.env["PYTHONPATH"] = os.pathsep.join([str(ROOT), self.env.get("PYTHONPATH", "")])
         # As installed packages are: compiled once (this machine sets PYTHONDONTWRITEBYTECODE, which would
         # make every child compile this package from source and bill that to the plugin).

@@ -66,6 +66,10 @@ def connect(
     conn.recheck_identity()  # a change of the AWS configuration is seen by the next connect()
     import redshift_connector
 
+    from .transport import secure_connect_params
+
+    secure_connect_params("redshift_connector", "redshift", kwargs)  # issued passwords only over verified TLS
+
     database_name = conn.config.database
 
     def open_(h: str, p: int, creds: DbCredentials) -> Any:

@@ -37,6 +37,7 @@ from .config import FORBIDDEN_QUERY_PARAMETERS, PARAMETERS, parse_bool, parse_co
 from .credentials import DbCredentials
 from .errors import ConfigurationError
 from .registry import REGISTRY, connector_for, stats
+from .transport import secure_connect_params
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class RedshiftIAMPlugin(CreateEnginePlugin):
         if driver == "redshift_connector":
             _coerce_redshift_connector_params(base)
             base["iam"] = False  # the plugin does IAM; the driver must not do it again on top
+        secure_connect_params(driver, dialect.name, base)  # issued passwords only over verified TLS
 
         def open_(host: str, port: int, creds: DbCredentials) -> Any:
             params = dict(base, host=host, port=port, user=creds.user, password=creds.password)

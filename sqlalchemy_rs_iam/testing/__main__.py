@@ -1,8 +1,9 @@
 """Run the local Redshift stand-in in the foreground: ``python -m sqlalchemy_rs_iam.testing``.
 
 Prints engine URLs (redshift_connector and psycopg2; serverless workgroup and provisioned cluster), the
-``export AWS_...`` lines that point boto3 at it, and a psql line for the static-password user; then waits
-until Ctrl-C or SIGTERM and shuts everything down (PostgreSQL, temp dirs) before exiting.
+``export`` lines that point boto3 at it (``AWS_...``) and make the drivers trust its TLS certificate
+(``SSL_CERT_FILE``, ``PGSSLROOTCERT``), and a psql line for the static-password user; then waits until
+Ctrl-C or SIGTERM and shuts everything down (PostgreSQL, temp dirs) before exiting.
 
 Options::
 
@@ -10,6 +11,7 @@ Options::
     --port-db N         port of the Redshift front (default: a free one)
     --max-lifetime S    cap issued database credentials at S seconds (e.g. 60, to watch refreshes)
     --region R          AWS region of the workgroup and cluster (default us-east-1)
+    --no-tls            a plain front without TLS (URLs then carry ssl=false / sslmode=disable)
 
 :func:`run_standin` is the whole command, reusable by other CLIs (``rs-iam standin``).
 """
@@ -48,6 +50,12 @@ def build_parser(prog: str = "python -m sqlalchemy_rs_iam.testing") -> argparse.
         help="cap issued DB credential lifetimes at S seconds",
     )
     parser.add_argument("--region", default="us-east-1", help="AWS region (default: us-east-1)")
+    parser.add_argument(
+        "--no-tls",
+        dest="tls",
+        action="store_false",
+        help="plain front: answer TLS requests with N (URLs then carry each driver's TLS opt-out)",
+    )
     return parser
 
 
@@ -77,7 +85,11 @@ def run_standin(
             previous[sig] = signal.signal(sig, on_signal)
 
     standin = RedshiftStandIn(
-        region=args.region, aws_port=args.port_aws, db_port=args.port_db, max_lifetime=args.max_lifetime
+        region=args.region,
+        aws_port=args.port_aws,
+        db_port=args.port_db,
+        max_lifetime=args.max_lifetime,
+        tls=args.tls,
     )
     try:
         try:
@@ -113,6 +125,8 @@ def _print_banner(rs: object, stream: TextIO, max_lifetime: float | None) -> Non
     if max_lifetime is not None:
         w(f"issued credentials live at most {max_lifetime:g}s\n")
     w("\n# environment (default profile = rs-iam-a; also rs-iam-b, rs-iam-etl = assumes etl-role)\n")
+    if rs.tls:
+        w(f"# TLS: the front's certificate is signed by the stand-in CA {rs.ca_file}\n")
     for name, value in rs.aws_env().items():
         w(f"export {name}={shlex.quote(value)}\n")
     w("\n# engine URLs\n")

@@ -6,6 +6,15 @@ It answers, with the wire formats botocore expects (signatures verified, errors 
 * ``redshift`` (query/XML): ``GetClusterCredentials``, ``GetClusterCredentialsWithIAM``, ``DescribeClusters``;
 * ``sts`` (query/XML): ``AssumeRole``, ``GetCallerIdentity``.
 
+It checks requests as AWS does: the SigV4 signature over the body that actually arrived (a claimed
+``x-amz-content-sha256`` is not trusted), an ``X-Amz-Date`` within 15 minutes of the emulator's clock
+("Signature expired" / "Signature not yet current", with the signature error code of each protocol),
+``Content-Length`` or chunked bodies (read to the end, so keep-alive connections stay in sync), and the
+parameter constraints of the API references, transcribed here independently of the client's
+``sqlalchemy_rs_iam.config`` so that a wrong client pattern is caught. Answers carry the members AWS
+returns (VPC endpoints, versions, capacities, cluster nodes); ``DescribeClusters`` pages with
+``MaxRecords`` (20-100) and ``Marker``.
+
 Every database credential it issues is real: it is recorded in the shared
 :class:`~sqlalchemy_rs_iam.testing.store.CredentialStore` (which the Redshift front enforces) and, when a
 :class:`~sqlalchemy_rs_iam.testing.store.RoleAdmin` is given, the PostgreSQL role behind it is created or
@@ -45,7 +54,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy_rs_iam.config import CUSTOM_DOMAIN_RE, DB_GROUP_RE, DB_NAME_RE, WORKGROUP_RE
 from sqlalchemy_rs_iam.testing.emulator_wire import (
     JSON_TARGET_PREFIX,
     SERVICE_PROTOCOLS,
@@ -54,6 +62,7 @@ from sqlalchemy_rs_iam.testing.emulator_wire import (
     Protocol,
     Rendered,
     SigV4Auth,
+    check_request_time,
     common_error,
     iso8601,
     loggable_params,
@@ -71,12 +80,24 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ACCOUNT = "123456789012"
 
-# Constraints from the API references (seeds 003/004).
-_WORKGROUP_RE = WORKGROUP_RE
-_DOMAIN_RE = CUSTOM_DOMAIN_RE
-_NAME_RE = DB_NAME_RE  # dbName / DbUser
-_GROUP_RE = DB_GROUP_RE  # DbGroups: lower-case only
-_SESSION_NAME_RE = re.compile(r"[\w+=,.@-]*")
+# AWS's constraints, transcribed here from the API references (/work/shared/seeds 003, 004) and botocore's
+# service models -- deliberately NOT imported from sqlalchemy_rs_iam.config, so that a wrong client-side
+# pattern fails against the emulator instead of agreeing with itself. AWS's patterns are ASCII (Java regex
+# classes), hence re.ASCII; lengths are checked separately, as AWS reports them separately.
+_A = re.ASCII
+_WORKGROUP_RE = re.compile(r"[a-z0-9-]+", _A)  # WorkgroupName: ^[a-z0-9-]+$, length 3-64
+_WORKGROUP_LEN = (3, 64)
+_DOMAIN_RE = re.compile(  # CustomDomainName, length 1-253
+    r"(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])", _A
+)
+_DOMAIN_SHOWN = r"^(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])$"
+_DOMAIN_LEN = (1, 253)
+# dbName / DbName / DbUser: 1-64; first a letter; letters of either case, digits, _ + . @ - (so no : or /)
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+.@-]{0,63}", _A)
+# DbGroups: the same, lower-case letters only
+_GROUP_RE = re.compile(r"[a-z][a-z0-9_+.@-]{0,63}", _A)
+_SESSION_NAME_RE = re.compile(r"[\w+=,.@-]*", _A)  # RoleSessionName, length 2-64
+_MAX_RECORDS = (20, 100)  # DescribeClusters MaxRecords: "minimum 20, maximum 100", default 100
 _ROLE_ARN_RE = re.compile(r"arn:aws[a-z-]*:iam::(?P<account>\d{12}):role/(?:[^/]+/)*(?P<name>[\w+=,.@-]+)")
 DB_DURATION_RANGE = (900, 3600)
 ROLE_MAX_SESSION = 3600  # IAM's default MaxSessionDuration
@@ -323,14 +344,23 @@ class _Server(ThreadingHTTPServer):
             time.sleep(0.01)
 
 
+_MAX_BODY = 1 << 20  # far above any request botocore sends to these APIs
+_MAX_LINE = 1 << 12
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes; avoid the 40 ms delayed-ACK stall
     server: _Server
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        try:
+            body = self._read_body()
+        except ValueError:
+            # A body we cannot delimit leaves the connection unusable: answer and close it.
+            self.close_connection = True
+            self.send_error(400, "Bad request body")
+            return
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, out_headers, payload = self.server.emulator._dispatch(self.command, self.path, headers, body)
         self.send_response(status)
@@ -339,6 +369,37 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _read_body(self) -> bytes:
+        """The request body, delimited by Content-Length or by chunked transfer coding (RFC 9112 7.1).
+
+        Chunked bodies are read to their end, trailers included, so no byte is left on a keep-alive connection
+        to be mistaken for the next request. Raises ValueError for a malformed or oversized body.
+        """
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                size_line = self.rfile.readline(_MAX_LINE)
+                if not size_line.endswith(b"\n"):
+                    raise ValueError("truncated chunk size line")
+                size = int(size_line.split(b";", 1)[0].strip(), 16)  # ValueError if not hex
+                if size == 0:
+                    break
+                total += size
+                if total > _MAX_BODY:
+                    raise ValueError("request body too large")
+                data = self.rfile.read(size)
+                if len(data) != size or self.rfile.read(2) != b"\r\n":
+                    raise ValueError("truncated chunk")
+                chunks.append(data)
+            while self.rfile.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields: none matter here
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_BODY:
+            raise ValueError("request body too large")
+        return self.rfile.read(length) if length > 0 else b""
 
     do_POST = _handle
     do_GET = _handle
@@ -625,6 +686,8 @@ class AwsEmulator:
             auth, ident.secret, method, raw_path, headers, body
         ):
             raise common_error("bad_signature", protocol)
+        # A valid signature is only good for 15 minutes either side of AWS's clock (replay protection).
+        check_request_time(headers.get("x-amz-date", ""), self.clock(), protocol)
         if ident.session_token is None:
             if token is not None:
                 raise common_error("unknown_key", protocol)
@@ -734,9 +797,9 @@ class AwsEmulator:
         if name is not None and domain is not None:
             raise _validation("Specify either workgroupName or customDomainName, not both.")
         if name is not None:
-            _check_string(name, "workgroupName", 3, 64, _WORKGROUP_RE, r"^[a-z0-9-]+$")
+            _check_string(name, "workgroupName", *_WORKGROUP_LEN, _WORKGROUP_RE, r"^[a-z0-9-]+$")
         if domain is not None:
-            _check_string(domain, "customDomainName", 1, 253, _DOMAIN_RE, "^" + _DOMAIN_RE.pattern + "$")
+            _check_string(domain, "customDomainName", *_DOMAIN_LEN, _DOMAIN_RE, _DOMAIN_SHOWN)
         db_name = _opt_str(p, "dbName", ctx)
         if db_name is not None and not _NAME_RE.fullmatch(db_name):
             raise _validation(_name_rule("dbName", db_name))
@@ -758,9 +821,10 @@ class AwsEmulator:
                 "1 validation error detected: Value null at 'workgroupName' failed to satisfy "
                 "constraint: Member must not be null"
             )
-        _check_string(name, "workgroupName", 3, 64, _WORKGROUP_RE, r"^[a-z0-9-]+$")
+        _check_string(name, "workgroupName", *_WORKGROUP_LEN, _WORKGROUP_RE, r"^[a-z0-9-]+$")
         wg = self._find_workgroup(ctx, name, None)
         created = iso8601(wg.created_at)
+        net = _network(f"{wg.region}/{wg.account_id}/{wg.name}", wg.region)
         workgroup: dict[str, object] = {
             "workgroupName": wg.name,
             "workgroupId": wg.workgroup_id,
@@ -768,14 +832,39 @@ class AwsEmulator:
             "namespaceName": "default-namespace",
             "status": "AVAILABLE",
             "baseCapacity": 8,
+            "maxCapacity": 512,
             "enhancedVpcRouting": False,
             "publiclyAccessible": True,
             "port": wg.port,
-            "endpoint": {"address": wg.address, "port": wg.port},
+            "endpoint": {
+                "address": wg.address,
+                "port": wg.port,
+                "vpcEndpoints": [
+                    {
+                        "vpcEndpointId": net["vpce"],
+                        "vpcId": net["vpc"],
+                        "networkInterfaces": [
+                            {
+                                "networkInterfaceId": net["eni"],
+                                "subnetId": net["subnet"],
+                                "privateIpAddress": net["ip"],
+                                "availabilityZone": net["az"],
+                            }
+                        ],
+                    }
+                ],
+            },
             "creationDate": created,
-            "configParameters": [],
-            "securityGroupIds": [],
-            "subnetIds": [],
+            "configParameters": [
+                {"parameterKey": "require_ssl", "parameterValue": "true"},
+                {"parameterKey": "enable_user_activity_logging", "parameterValue": "true"},
+            ],
+            "securityGroupIds": [net["sg"]],
+            "subnetIds": [net["subnet"]],
+            "workgroupVersion": "1.0.85",
+            "patchVersion": "patch 186",
+            "trackName": "current",
+            "ipAddressType": "ipv4",
         }
         if wg.custom_domains:
             workgroup["customDomainName"] = wg.custom_domains[0]
@@ -864,7 +953,26 @@ class AwsEmulator:
             ]
         if identifier is not None and not clusters:
             raise AwsError("ClusterNotFound", f"Cluster {identifier} not found.", 404)
-        return {"Clusters": Members("Cluster", [_cluster_xml(c) for c in clusters])}
+        low, high = _MAX_RECORDS
+        raw = ctx.params.get("MaxRecords")
+        try:
+            max_records = high if raw is None else int(str(raw))
+        except ValueError:
+            raise AwsError("InvalidParameterValue", "MaxRecords must be an integer.") from None
+        if not low <= max_records <= high:
+            raise AwsError("InvalidParameterValue", f"MaxRecords must be between {low} and {high}.")
+        start = 0
+        marker = _opt_str(ctx.params, "Marker", ctx)
+        if marker:
+            ids = [c.identifier for c in clusters]
+            if marker not in ids:  # the marker is the identifier of the first cluster of the next page
+                raise AwsError("InvalidParameterValue", "Invalid marker.")
+            start = ids.index(marker)
+        page = clusters[start : start + max_records]
+        out: dict[str, object] = {"Clusters": Members("Cluster", [_cluster_xml(c) for c in page])}
+        if start + max_records < len(clusters):
+            out["Marker"] = clusters[start + max_records].identifier
+        return out
 
     # -- sts ---------------------------------------------------------------------------------------------
     def _assume_role(self, ctx: _Context) -> Mapping[str, object]:
@@ -998,7 +1106,22 @@ def _duration(raw: object, name: str, ctx: _Context) -> int:
     return value
 
 
+def _network(seed: str, region: str) -> dict[str, str]:
+    """Stable, AWS-shaped network identifiers for one workgroup or cluster (made up, never real)."""
+    h = hashlib.sha256(seed.encode()).hexdigest()
+    return {
+        "vpc": f"vpc-{h[:17]}",
+        "vpce": f"vpce-{h[17:34]}",
+        "eni": f"eni-{h[34:51]}",
+        "subnet": f"subnet-{h[51:64]}{h[:4]}",
+        "sg": f"sg-{h[4:21]}",
+        "ip": f"10.0.{int(h[:2], 16)}.{int(h[2:4], 16) % 250 + 4}",
+        "az": f"{region}a",
+    }
+
+
 def _cluster_xml(c: _Cluster) -> dict[str, object]:
+    net = _network(f"{c.region}/{c.account_id}/{c.identifier}", c.region)
     out: dict[str, object] = {
         "ClusterIdentifier": c.identifier,
         "NodeType": "ra3.xlplus",
@@ -1006,8 +1129,54 @@ def _cluster_xml(c: _Cluster) -> dict[str, object]:
         "ClusterAvailabilityStatus": "Available",
         "MasterUsername": "awsuser",
         "DBName": "dev",
-        "Endpoint": {"Address": c.address, "Port": c.port},
+        "Endpoint": {
+            "Address": c.address,
+            "Port": c.port,
+            "VpcEndpoints": Members(
+                "VpcEndpoint",
+                [
+                    {
+                        "VpcEndpointId": net["vpce"],
+                        "VpcId": net["vpc"],
+                        "NetworkInterfaces": Members(
+                            "NetworkInterface",
+                            [
+                                {
+                                    "NetworkInterfaceId": net["eni"],
+                                    "SubnetId": net["subnet"],
+                                    "PrivateIpAddress": net["ip"],
+                                    "AvailabilityZone": net["az"],
+                                }
+                            ],
+                        ),
+                    }
+                ],
+            ),
+        },
         "ClusterCreateTime": iso8601(c.created_at),
+        "AutomatedSnapshotRetentionPeriod": 1,
+        "ManualSnapshotRetentionPeriod": -1,
+        "VpcSecurityGroups": Members(
+            "VpcSecurityGroup", [{"VpcSecurityGroupId": net["sg"], "Status": "active"}]
+        ),
+        "ClusterParameterGroups": Members(
+            "ClusterParameterGroup",
+            [{"ParameterGroupName": "default.redshift-1.0", "ParameterApplyStatus": "in-sync"}],
+        ),
+        "ClusterSubnetGroupName": "default",
+        "VpcId": net["vpc"],
+        "PreferredMaintenanceWindow": "sun:06:00-sun:06:30",
+        "ClusterVersion": "1.0",
+        "ClusterRevisionNumber": "86493",
+        "AllowVersionUpgrade": True,
+        "ClusterNodes": Members(
+            "member",
+            [{"NodeRole": "SHARED", "PrivateIPAddress": net["ip"], "PublicIPAddress": c.address}],
+        ),
+        "EnhancedVpcRouting": False,
+        "MaintenanceTrackName": "current",
+        "IpAddressType": "ipv4",
+        "MultiAZ": "Disabled",
         "NumberOfNodes": 1,
         "PubliclyAccessible": True,
         "Encrypted": False,

@@ -62,6 +62,9 @@ _COMMON: dict[str, dict[Protocol, tuple[str, int]]] = {
     "internal": {"json": ("InternalServerException", 500), "query": ("InternalFailure", 500)},
     "unknown_key": {"json": ("UnrecognizedClientException", 400), "query": ("InvalidClientTokenId", 403)},
     "bad_signature": {"json": ("InvalidSignatureException", 400), "query": ("SignatureDoesNotMatch", 403)},
+    # AWS reports a request time outside its window with the signature error code and a "Signature expired"
+    # / "Signature not yet current" message.
+    "signature_time": {"json": ("InvalidSignatureException", 400), "query": ("SignatureDoesNotMatch", 403)},
     "expired_token": {"json": ("ExpiredTokenException", 400), "query": ("ExpiredToken", 400)},
     "missing_auth": {
         "json": ("MissingAuthenticationTokenException", 400),
@@ -152,7 +155,9 @@ def canonical_request(
     lines = []
     for name in auth.signed_headers:
         lines.append(f"{name}:{' '.join(headers.get(name, '').split())}")
-    payload_hash = headers.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
+    # The hash of the bytes that arrived, never a hash the client claims in x-amz-content-sha256: a body
+    # changed in transit must break the signature even if the header was left as signed.
+    payload_hash = hashlib.sha256(body).hexdigest()
     return "\n".join(
         [
             method.upper(),
@@ -188,6 +193,46 @@ def signature_matches(
         return False
     expected = expected_signature(auth, secret, method, raw_path, headers, body)
     return hmac.compare_digest(expected, auth.signature)
+
+
+#: How far X-Amz-Date may be from the server's clock, either way (AWS: 15 minutes).
+SIGNATURE_WINDOW = 15 * 60
+_AMZ_DATE = "%Y%m%dT%H%M%SZ"
+
+
+def check_request_time(amz_date: str, now: float, protocol: Protocol) -> None:
+    """Raise AWS's error if ``amz_date`` (``X-Amz-Date``) is more than 15 minutes off ``now``.
+
+    >>> check_request_time("20240101T000000Z", 1704067200.0 + 901, "query")  # doctest: +SKIP
+    AwsError: SignatureDoesNotMatch: Signature expired: 20240101T000000Z is now earlier than ...
+    """
+    try:
+        signed = _dt.datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=_dt.timezone.utc).timestamp()
+    except ValueError:
+        raise AwsError(
+            "IncompleteSignature",
+            f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'. See "
+            "http://en.wikipedia.org/wiki/ISO_8601",
+            400 if protocol == "json" else 403,
+        ) from None
+
+    def fmt(epoch: float) -> str:
+        return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).strftime(_AMZ_DATE)
+
+    if signed < now - SIGNATURE_WINDOW:
+        raise common_error(
+            "signature_time",
+            protocol,
+            f"Signature expired: {amz_date} is now earlier than {fmt(now - SIGNATURE_WINDOW)} "
+            f"({fmt(now)} - 15 min.)",
+        )
+    if signed > now + SIGNATURE_WINDOW:
+        raise common_error(
+            "signature_time",
+            protocol,
+            f"Signature not yet current: {amz_date} is still later than {fmt(now + SIGNATURE_WINDOW)} "
+            f"({fmt(now)} + 15 min.)",
+        )
 
 
 # --- request parsing -----------------------------------------------------------------------------------------

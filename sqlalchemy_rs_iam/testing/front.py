@@ -3,7 +3,10 @@
 Clients (``redshift_connector``, psycopg2, psycopg 3, asyncpg) connect to the front as if it were an Amazon
 Redshift endpoint. The front speaks the PostgreSQL v3 protocol and, per connection:
 
-* answers SSLRequest / GSSENCRequest with ``N`` (no TLS) and reads the real startup packet;
+* with an ``ssl_context`` (what the stand-in passes), answers SSLRequest with ``S`` and terminates TLS
+  (TLS 1.2 or newer) before reading the startup packet, as Redshift does; without one it answers ``N``
+  (plain mode). GSSENCRequest is always answered ``N``. :attr:`RedshiftFront.connections` records, per
+  login, the user and the negotiated TLS version (``None`` for a cleartext session);
 * forwards a CancelRequest to the upstream PostgreSQL unchanged (the BackendKeyData the client saw is
   upstream's own, so cancellation just works);
 * drops the Redshift-only startup parameters (``client_protocol_version``, ``driver_version``, ...) that
@@ -20,9 +23,10 @@ Redshift endpoint. The front speaks the PostgreSQL v3 protocol and, per connecti
 The proxy runs an asyncio event loop in one background thread. Example::
 
     store = CredentialStore()
-    with RedshiftFront(store, "127.0.0.1", pg_port) as front:
-        conn = redshift_connector.connect(host=front.host, port=front.port, database="dev",
-                                          user="IAM:alice", password=issued_password, ssl=False)
+    with RedshiftFront(store, "127.0.0.1", pg_port, ssl_context=server_context) as front:
+        conn = psycopg2.connect(host=front.host, port=front.port, dbname="dev", user="IAM:alice",
+                                password=issued_password, sslmode="verify-full", sslrootcert=ca_file)
+        assert front.connections[-1].tls_version in ("TLSv1.2", "TLSv1.3")
 
 Passwords never appear in logs, reprs or exception messages; debug logs name users and roles only.
 """
@@ -36,14 +40,16 @@ import hashlib
 import hmac
 import logging
 import secrets
+import ssl
 import struct
 import threading
+from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 
 from sqlalchemy_rs_iam.testing.store import CredentialStore
 
-__all__ = ["REDSHIFT_ONLY_STARTUP_PARAMETERS", "RedshiftFront"]
+__all__ = ["REDSHIFT_ONLY_STARTUP_PARAMETERS", "FrontConnection", "RedshiftFront"]
 
 _log = logging.getLogger(__name__)
 
@@ -172,6 +178,14 @@ class _ScramSha256Client:
         return bool(self._server_signature) and hmac.compare_digest(got, self._server_signature)
 
 
+@dataclass(frozen=True)
+class FrontConnection:
+    """One login the front saw: the startup user and the TLS version (``None``: cleartext session)."""
+
+    user: str | None
+    tls_version: str | None
+
+
 class _LoginRefused(Exception):
     """Ends a login with an ErrorResponse already built for the client (never contains a password)."""
 
@@ -186,7 +200,12 @@ class RedshiftFront:
     ``store`` says which login users are managed and which passwords are live; ``upstream_host`` /
     ``upstream_port`` is the PostgreSQL server. ``port=0`` picks a free port; read :attr:`host` /
     :attr:`port` after :meth:`start`. ``server_version`` is what clients see in the ``server_version``
-    ParameterStatus.
+    ParameterStatus. ``ssl_context`` (a server-side context; the front raises its minimum to TLS 1.2) makes
+    the front accept SSLRequest; ``require_tls`` then refuses logins that did not negotiate TLS, like a
+    Redshift cluster with ``require_ssl`` set. The link to PostgreSQL stays cleartext (it is local).
+
+    :attr:`connections` holds the most recent logins (:class:`FrontConnection`, up to 1000) in arrival
+    order, so tests can assert that a session was encrypted.
 
     Counters (read them from any thread): :attr:`active_connections` is the number of logged-in sessions
     currently relayed; :attr:`logins_accepted` / :attr:`logins_refused` count logins that reached
@@ -194,7 +213,7 @@ class RedshiftFront:
 
     Example::
 
-        with RedshiftFront(store, "127.0.0.1", 5432) as front:
+        with RedshiftFront(store, "127.0.0.1", 5432) as front:   # plain mode: no ssl_context
             psycopg2.connect(host=front.host, port=front.port, dbname="dev", user="IAM:alice",
                              password=issued_password, sslmode="disable")
     """
@@ -210,7 +229,13 @@ class RedshiftFront:
         server_version: str = "8.0.2",
         connect_timeout: float = 10.0,
         startup_timeout: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+        require_tls: bool = False,
     ) -> None:
+        if require_tls and ssl_context is None:
+            raise ValueError("require_tls needs an ssl_context")
+        if ssl_context is not None and ssl_context.minimum_version < ssl.TLSVersion.TLSv1_2:
+            ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._store = store
         self._upstream = (upstream_host, upstream_port)
         self.host = host
@@ -221,6 +246,9 @@ class RedshiftFront:
         self.active_connections = 0
         self.logins_accepted = 0
         self.logins_refused = 0
+        self.connections: deque[FrontConnection] = deque(maxlen=1000)
+        self._ssl_context = ssl_context
+        self._require_tls = require_tls
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -229,8 +257,14 @@ class RedshiftFront:
         self._sessions: set[asyncio.Task[None]] = set()
         self._closing = False
 
+    @property
+    def tls(self) -> bool:
+        """True if the front accepts TLS (it has an ``ssl_context``)."""
+        return self._ssl_context is not None
+
     def __repr__(self) -> str:
-        return f"<RedshiftFront {self.host}:{self.port} -> {self._upstream[0]}:{self._upstream[1]}>"
+        mode = "tls" if self.tls else "plain"
+        return f"<RedshiftFront {self.host}:{self.port} ({mode}) -> {self._upstream[0]}:{self._upstream[1]}>"
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -335,8 +369,8 @@ class RedshiftFront:
             with contextlib.suppress(ConnectionError):
                 cwriter.write(_error_response("08P01", "invalid startup or authentication message"))
             aborted = False
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            aborted = False  # a peer went away or stalled; nothing to tell anyone
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError):
+            aborted = False  # a peer went away, stalled or failed the TLS handshake; nothing to tell anyone
         finally:
             self._sessions.discard(task)
             for writer in (upstream, cwriter):
@@ -357,6 +391,7 @@ class RedshiftFront:
         self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter
     ) -> _Startup | None:
         """Read until a StartupMessage; answers encryption requests, forwards cancel requests (-> None)."""
+        encrypted = False
         while True:
             header = await creader.readexactly(4)
             (length,) = _INT32.unpack(header)
@@ -364,6 +399,17 @@ class RedshiftFront:
                 raise _ProtocolViolation(f"invalid startup packet length {length}")
             body = await creader.readexactly(length - 4)
             (code,) = _INT32.unpack_from(body)
+            if code == _SSL_REQUEST and self._ssl_context is not None:
+                if encrypted:
+                    raise _ProtocolViolation("SSLRequest inside a TLS session")
+                cwriter.write(b"S")
+                await cwriter.drain()
+                if creader._buffer:  # type: ignore[attr-defined]  # bytes sent before 'S': CVE-2021-23222
+                    raise _ProtocolViolation("unencrypted data after SSLRequest")
+                # A failed handshake (wrong CA on the client, plain bytes) raises ssl.SSLError -> ends quietly.
+                await cwriter.start_tls(self._ssl_context)
+                encrypted = True
+                continue
             if code in (_SSL_REQUEST, _GSSENC_REQUEST):
                 cwriter.write(b"N")
                 await cwriter.drain()
@@ -421,6 +467,12 @@ class RedshiftFront:
         """Authenticate (managed) or start passthrough; returns the upstream streams, auth still in flight."""
         raw_user = startup.get(b"user")
         user = raw_user.decode("utf-8", "replace") if raw_user is not None else None
+        ssl_object = cwriter.get_extra_info("ssl_object")
+        tls_version = ssl_object.version() if isinstance(ssl_object, ssl.SSLObject) else None
+        self.connections.append(FrontConnection(user, tls_version))
+        if self._require_tls and tls_version is None:
+            _log.debug("login refused for user %r: TLS required", user)
+            raise _LoginRefused(_error_response("28000", "this endpoint requires SSL (TLS) connections"))
         if user is None or not self._store.is_managed(user):
             _log.debug("passthrough login for user %r", user)
             ureader, uwriter = await self._open_upstream()

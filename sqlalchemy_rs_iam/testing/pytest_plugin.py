@@ -12,7 +12,10 @@ Enable in your ``conftest.py``::
 Fixtures:
 
 * ``rs_standin`` (session) -- the running :class:`~sqlalchemy_rs_iam.testing.standin.RedshiftStandIn`;
-  started on first use, stopped at the end of the session, also after failures or Ctrl-C.
+  started on first use, stopped at the end of the session, also after failures or Ctrl-C. While it runs,
+  the process environment carries :meth:`RedshiftStandIn.tls_env` (``SSL_CERT_FILE`` = the stand-in CA plus
+  certifi's roots, ``PGSSLROOTCERT`` = the stand-in CA), so every driver verifies the front's certificate
+  with its default TLS settings.
 * ``rs_standin_clean`` (function) -- the same stand-in, reset before the test (emulator faults, denials,
   lifetime caps, call log) and the plugin's process-wide caches cleared before and after it.
 * ``rs_iam_env`` (function) -- applies :meth:`RedshiftStandIn.aws_env` with ``monkeypatch`` (and removes every
@@ -77,10 +80,19 @@ def rs_standin() -> Iterator[RedshiftStandIn]:
 
     installed = _sigterm_as_interrupt()
     standin = RedshiftStandIn()
+    saved: dict[str, str | None] = {}
     try:
         standin.start()
+        for name, value in standin.tls_env().items():
+            saved[name] = os.environ.get(name)
+            os.environ[name] = value
         yield standin
     finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
         try:
             standin.stop()
         finally:
@@ -105,7 +117,7 @@ def rs_standin_clean(rs_standin: RedshiftStandIn) -> Iterator[RedshiftStandIn]:
 @pytest.fixture
 def rs_iam_env(rs_standin: RedshiftStandIn, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Point boto3 at the stand-in for this test: its AWS config/credentials files (``default`` profile =
-    ``rs-iam-a``), region and emulator endpoint. Every other ``AWS_*`` variable is removed, so real
+    ``rs-iam-a``), region and emulator endpoint, plus the TLS trust variables. Every other ``AWS_*`` variable is removed, so real
     credentials cannot leak in. Returns the variables set."""
     env = rs_standin.aws_env()
     for name in list(os.environ):

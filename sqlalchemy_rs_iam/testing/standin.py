@@ -6,7 +6,11 @@ What it sets up (all on 127.0.0.1, all removed again at :meth:`RedshiftStandIn.s
   ``dev``, a small ``public.sales`` table everyone may read, DB user ``alice``, group ``analysts`` and a
   static-password user ``static_user`` (baseline without IAM);
 * a :class:`~sqlalchemy_rs_iam.testing.front.RedshiftFront` in front of it that only lets IAM users in with
-  live issued credentials;
+  live issued credentials, and speaks TLS with a throwaway CA made for this stand-in (``trustme``): the
+  server certificate names ``localhost``, ``127.0.0.1``, ``::1``, the workgroup's and cluster's Redshift
+  endpoint names and their custom domains. :attr:`RedshiftStandIn.ca_file` is the CA;
+  :meth:`RedshiftStandIn.tls_env` the environment that makes every driver trust it (``tls=False`` starts a
+  plain front instead);
 * an :class:`~sqlalchemy_rs_iam.testing.emulator.AwsEmulator` (redshift-serverless, redshift, sts) knowing
   serverless workgroup ``analytics`` (custom domain ``sql.analytics.example.com``), provisioned cluster
   ``etl-cluster`` (custom domain ``sql.etl.example.com``) -- both endpoints point at the front -- two IAM
@@ -21,8 +25,8 @@ Example::
     from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn
 
     with RedshiftStandIn() as rs:
-        os.environ.update(rs.aws_env())
-        engine = create_engine(rs.url())                # serverless workgroup "analytics"
+        os.environ.update(rs.aws_env())                 # includes rs.tls_env(): SSL_CERT_FILE, PGSSLROOTCERT
+        engine = create_engine(rs.url())                # serverless workgroup "analytics", driver TLS defaults
         engine2 = create_engine(rs.url("psycopg2", cluster="etl-cluster", user="alice", db_groups="analysts"))
         with engine.connect() as conn:
             conn.execute(text("select count(*) from sales"))
@@ -36,6 +40,7 @@ import logging
 import os
 import secrets
 import shutil
+import ssl
 import tempfile
 import threading
 import time
@@ -59,15 +64,16 @@ __all__ = ["AwsIdentity", "RedshiftStandIn"]
 
 log = logging.getLogger(__name__)
 
-#: SQLAlchemy drivers :meth:`RedshiftStandIn.url` knows, with the URL query that disables TLS for each
-#: (the front answers SSLRequest with "N"; redshift_connector defaults to ssl=True and the
-#: sqlalchemy-redshift psycopg2 dialect to sslmode=verify-full).
-DRIVERS: dict[str, tuple[str, dict[str, str]]] = {
-    "redshift_connector": ("redshift+redshift_connector", {"ssl": "false"}),
-    "psycopg2": ("redshift+psycopg2", {"sslmode": "disable"}),
-    "postgresql+psycopg2": ("postgresql+psycopg2", {"sslmode": "disable"}),
-    "psycopg": ("postgresql+psycopg", {"sslmode": "disable"}),
-    "asyncpg": ("postgresql+asyncpg", {"ssl": "disable"}),
+#: SQLAlchemy drivers :meth:`RedshiftStandIn.url` knows: URL scheme, the query parameter that names a CA file
+#: for the driver (``None``: the driver reads the default store, i.e. ``SSL_CERT_FILE``), and the query that
+#: turns TLS off (only used for a stand-in started with ``tls=False``).
+DRIVERS: dict[str, tuple[str, str | None, dict[str, str]]] = {
+    "redshift_connector": ("redshift+redshift_connector", None, {"ssl": "false"}),
+    # sqlalchemy-redshift passes its own Redshift CA bundle as sslrootcert; a URL sslrootcert overrides it.
+    "psycopg2": ("redshift+psycopg2", "sslrootcert", {"sslmode": "disable"}),
+    "postgresql+psycopg2": ("postgresql+psycopg2", "sslrootcert", {"sslmode": "disable"}),
+    "psycopg": ("postgresql+psycopg", "sslrootcert", {"sslmode": "disable"}),
+    "asyncpg": ("postgresql+asyncpg", "sslrootcert", {"ssl": "disable"}),
 }
 
 
@@ -88,7 +94,8 @@ class RedshiftStandIn:
     Parameters: ``region``; ``database`` (the database clients use; on a shared server from
     ``RS_IAM_TEST_POSTGRES_DSN`` a unique suffix is added -- read :attr:`database`); ``workgroup`` /
     ``cluster`` and their custom domains; ``aws_port`` / ``db_port`` (0 = free port) for the emulator and the
-    front; ``max_lifetime`` caps issued credential lifetimes (seconds); ``postgres`` to reuse a server you
+    front; ``tls`` (default True: the front terminates TLS with a stand-in CA; False: a plain front, and
+    :meth:`url` then carries each driver's TLS opt-out); ``max_lifetime`` caps issued credential lifetimes (seconds); ``postgres`` to reuse a server you
     provisioned (then it is not stopped by us); ``clock`` for the emulator and the store.
 
     Attributes after :meth:`start`: :attr:`postgres`, :attr:`front`, :attr:`emulator`, :attr:`store`,
@@ -97,7 +104,7 @@ class RedshiftStandIn:
     :attr:`identities` (profile -> :class:`AwsIdentity`), :attr:`role_arn`, :attr:`role_principal`,
     :attr:`db_user` (``alice``), :attr:`db_group` (``analysts``), :attr:`static_user`,
     :attr:`static_password`, :attr:`aws_config_file`, :attr:`aws_credentials_file`, :attr:`host` / :attr:`port`
-    (the front), :attr:`aws_endpoint_url`.
+    (the front), :attr:`aws_endpoint_url`, :attr:`ca_file` / :attr:`trust_file` (TLS mode).
     """
 
     account_id = "123456789012"
@@ -121,8 +128,10 @@ class RedshiftStandIn:
         max_lifetime: float | None = None,
         postgres: PostgresServer | None = None,
         clock: Callable[[], float] = time.time,
+        tls: bool = True,
     ) -> None:
         self.region = region
+        self.tls = tls
         self.requested_database = database
         self.database = database
         self.workgroup = workgroup
@@ -149,6 +158,9 @@ class RedshiftStandIn:
         self._front: RedshiftFront | None = None
         self._emulator: AwsEmulator | None = None
         self.roles: PostgresRoleAdmin | None = None
+        #: The front's server-side TLS context (TLS mode, after start): for extra fronts a test builds that
+        #: should present the same certificate.
+        self.server_ssl_context: ssl.SSLContext | None = None
         self._tmpdir: Path | None = None
         self._reaper: Reaper | None = None
         self._lock = threading.RLock()
@@ -196,6 +208,34 @@ class RedshiftStandIn:
         return _need(self._tmpdir, "aws files") / "credentials"
 
     @property
+    def ca_file(self) -> Path:
+        """PEM file of the stand-in's throwaway CA (TLS mode): what ``sslrootcert=`` should name."""
+        if not self.tls:
+            raise RuntimeError("this stand-in runs a plain front (tls=False): there is no CA")
+        return _need(self._tmpdir, "CA file") / "standin-ca.pem"
+
+    @property
+    def trust_file(self) -> Path:
+        """PEM file with the stand-in CA plus certifi's public roots: a drop-in ``SSL_CERT_FILE`` that keeps
+        other HTTPS in the process working while it makes the stand-in trusted."""
+        if not self.tls:
+            raise RuntimeError("this stand-in runs a plain front (tls=False): there is no CA")
+        return _need(self._tmpdir, "trust file") / "trust-bundle.pem"
+
+    @property
+    def endpoint_names(self) -> tuple[str, ...]:
+        """Every name the front's certificate carries (the first two are what URLs use)."""
+        return (
+            "127.0.0.1",
+            "localhost",
+            "::1",
+            f"{self.workgroup}.{self.account_id}.{self.region}.redshift-serverless.amazonaws.com",
+            f"{self.cluster}.{_CLUSTER_ID_SUFFIX}.{self.region}.redshift.amazonaws.com",
+            self.workgroup_domain,
+            self.cluster_domain,
+        )
+
+    @property
     def started(self) -> bool:
         return self._started
 
@@ -224,7 +264,11 @@ class RedshiftStandIn:
                 self.roles = PostgresRoleAdmin(self._postgres)
                 self._seed_database()
                 self._front = RedshiftFront(
-                    self.store, self._postgres.host, self._postgres.port, port=self._db_port
+                    self.store,
+                    self._postgres.host,
+                    self._postgres.port,
+                    port=self._db_port,
+                    ssl_context=self._make_tls() if self.tls else None,
                 ).start()
                 self._emulator = AwsEmulator(self.store, self.roles, port=self._aws_port, clock=self._clock)
                 self._emulator.start()
@@ -265,6 +309,21 @@ class RedshiftStandIn:
             reaper.close()
         if errors:
             raise errors[0]
+
+    def _make_tls(self) -> ssl.SSLContext:
+        """A fresh CA and server certificate for this stand-in; writes :attr:`ca_file` and :attr:`trust_file`."""
+        import certifi
+        import trustme
+
+        ca = trustme.CA(organization_name="sqlalchemy-rs-iam stand-in")
+        cert = ca.issue_cert(*self.endpoint_names)
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        self.trust_file.write_bytes(ca.cert_pem.bytes() + b"\n" + Path(certifi.where()).read_bytes())
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        cert.configure_cert(context)
+        self.server_ssl_context = context
+        return context
 
     # -- seeding -------------------------------------------------------------------------------------------
     def _seed_database(self) -> None:
@@ -376,7 +435,21 @@ class RedshiftStandIn:
             if profile not in (*self.identities, "default", "rs-iam-etl"):
                 raise ValueError(f"unknown profile {profile!r}")
             env["AWS_PROFILE"] = profile
+        env.update(self.tls_env())
         return env
+
+    def tls_env(self) -> dict[str, str]:
+        """Environment variables that make the drivers trust the stand-in's CA ({} for a plain front).
+
+        ``SSL_CERT_FILE`` (:attr:`trust_file`) is OpenSSL's default store, which redshift_connector loads
+        next to its Redshift bundle; ``PGSSLROOTCERT`` (:attr:`ca_file`) is libpq's (psycopg2, psycopg 3)
+        and asyncpg's default root file, which the rs_iam plugin also honours. :meth:`url` additionally
+        names the CA with ``sslrootcert=``, because sqlalchemy-redshift's psycopg2 dialect passes its own
+        bundle otherwise.
+        """
+        if not self.tls:
+            return {}
+        return {"SSL_CERT_FILE": str(self.trust_file), "PGSSLROOTCERT": str(self.ca_file)}
 
     def url(
         self,
@@ -397,10 +470,16 @@ class RedshiftStandIn:
         ``user`` becomes the URL user name (the DbUser for clusters). Other keyword arguments become plugin
         or driver query parameters; booleans are written ``true``/``false``, sequences comma-joined.
 
+        TLS: the URL carries no TLS setting, so each driver uses its default (redshift_connector
+        ``ssl=True, sslmode=verify-full``; sqlalchemy-redshift's psycopg2 dialect ``verify-full``; the rs_iam
+        plugin's ``verify-full`` for the ``postgresql+`` dialects). Libpq-style drivers get
+        ``sslrootcert=`` naming :attr:`ca_file`; redshift_connector needs :meth:`tls_env` (part of
+        :meth:`aws_env`). A plain stand-in (``tls=False``) adds the driver's TLS opt-out instead.
+
         >>> rs.url()  # doctest: +SKIP
-        'redshift+redshift_connector:///dev?plugin=rs_iam&workgroup=analytics&region=us-east-1&aws_endpoint_url=http%3A%2F%2F127.0.0.1%3A41234&ssl=false'
+        'redshift+redshift_connector:///dev?plugin=rs_iam&workgroup=analytics&region=us-east-1&aws_endpoint_url=http%3A%2F%2F127.0.0.1%3A41234'
         """
-        scheme, tls = _driver(driver)
+        scheme, tls = self._driver_query(driver)
         if not (workgroup or cluster or custom_domain):
             workgroup = self.workgroup
         query: dict[str, str] = {"plugin": "rs_iam"}
@@ -417,14 +496,32 @@ class RedshiftStandIn:
         return f"{scheme}://{netloc}/{quote(database or self.database, safe='')}?{urlencode(query)}"
 
     def static_url(self, driver: str = "redshift_connector", *, database: str | None = None) -> str:
-        """URL of the static-password user through the front, without the plugin (baseline comparisons)."""
-        scheme, tls = _driver(driver)
+        """URL of the static-password user through the front, without the plugin (baseline comparisons).
+
+        In TLS mode it asks for ``verify-full`` explicitly where the driver's default is weaker (there is no
+        plugin to do it)."""
+        scheme, tls = self._driver_query(driver, plugin=False)
         user = quote(self.static_user, safe="")
         pw = quote(self.static_password, safe="")
         return (
             f"{scheme}://{user}:{pw}@{self.host}:{self.port}/{quote(database or self.database, safe='')}"
             f"?{urlencode(tls)}"
         )
+
+    def _driver_query(self, driver: str, *, plugin: bool = True) -> tuple[str, dict[str, str]]:
+        """URL scheme and the TLS query for ``driver`` on this stand-in."""
+        scheme, root_param, opt_out = _driver(driver)
+        if not self.tls:
+            return scheme, dict(opt_out)
+        query: dict[str, str] = {}
+        if driver == "asyncpg" and not plugin:
+            # asyncpg takes no sslrootcert argument (the plugin translates it); it reads PGSSLROOTCERT.
+            return scheme, {"ssl": "verify-full"}
+        if root_param is not None:
+            query[root_param] = str(self.ca_file)
+        if not plugin and scheme.startswith("postgresql+"):
+            query["sslmode"] = "verify-full"
+        return scheme, query
 
     def sql(
         self,
@@ -481,7 +578,11 @@ def _collect(errors: list[BaseException], fn: Callable[[], object]) -> None:
         errors.append(exc)
 
 
-def _driver(driver: str) -> tuple[str, dict[str, str]]:
+#: The random part of a provisioned cluster's endpoint name (``<cluster>.<this>.<region>.redshift.amazonaws.com``).
+_CLUSTER_ID_SUFFIX = "c1a2b3c4d5e6"
+
+
+def _driver(driver: str) -> tuple[str, str | None, dict[str, str]]:
     try:
         return DRIVERS[driver]
     except KeyError:

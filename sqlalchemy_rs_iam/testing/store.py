@@ -101,6 +101,11 @@ class CredentialStore:
                     self._by_user[user] = []
             return count
 
+    def login_users(self) -> list[str]:
+        """Every login user credentials were ever issued for (the users the front manages)."""
+        with self._lock:
+            return list(self._by_user)
+
     def live(self, login_user: str) -> list[IssuedCredential]:
         with self._lock:
             now = self._clock()

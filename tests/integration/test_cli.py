@@ -167,7 +167,7 @@ def test_env_lines_log_in_with_psql_variables(rs):
     # The printed values really log in (what psql would do with them).
     conn = psycopg2.connect(
         host=values["PGHOST"], port=values["PGPORT"], user=values["PGUSER"], password=values["PGPASSWORD"],
-        dbname=values["PGDATABASE"], sslmode="disable",
+        dbname=values["PGDATABASE"], sslmode="verify-full",  # PGSSLROOTCERT names the stand-in CA
     )  # fmt: skip
     try:
         with conn.cursor() as cur:

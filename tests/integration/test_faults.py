@@ -240,7 +240,9 @@ class SkewedAws:
     def __init__(self, rs: RedshiftStandIn, skew: float) -> None:
         self.clock: Callable[[], float] = lambda: time.time() + skew
         self.store = CredentialStore(clock=self.clock)
-        self.front = RedshiftFront(self.store, rs.postgres.host, rs.postgres.port).start()
+        self.front = RedshiftFront(
+            self.store, rs.postgres.host, rs.postgres.port, ssl_context=rs.server_ssl_context
+        ).start()
         self.emulator = AwsEmulator(self.store, rs.roles, clock=self.clock)
         try:
             self.emulator.start()
@@ -279,29 +281,35 @@ def skewed(rs: RedshiftStandIn) -> Iterator[Callable[[float], SkewedAws]]:
             s.stop()
 
 
-@pytest.mark.parametrize("skew", [600.0, -600.0, -1200.0])  # -1200: expiry already past on our clock
+# AWS accepts a request signed up to 15 minutes off its clock (and answers "Signature expired" / "not yet
+# current" beyond), so skews stay inside that window. (-600, 300): the expiry is already past on our clock.
+@pytest.mark.parametrize(("skew", "lifetime"), [(600.0, None), (-600.0, None), (-600.0, 300.0)])
 def test_clock_skew_expiration_is_mapped_to_the_local_clock(
-    skewed: Callable[[float], SkewedAws], skew: float
+    skewed: Callable[[float], SkewedAws], skew: float, lifetime: float | None
 ) -> None:
     aws_side = skewed(skew)
+    aws_side.emulator.max_lifetime = lifetime
     engine = sa.create_engine(aws_side.url, rs_iam_session=aws_side.session, poolclass=NullPool)
     assert hammer(engine, 30, f"IAM:{aws_side.principal}") == 0
     creds = sqlalchemy_rs_iam.connector_for(engine).cached_credentials()
     assert creds is not None
-    assert abs(creds.expiration - (time.time() + 900)) < 10  # AWS's 900 s, started when it arrived here
+    # AWS's lifetime, started when it arrived here
+    assert abs(creds.expiration - (time.time() + (lifetime or 900))) < 10
     assert len(aws_side.emulator.calls_for("GetCredentials")) == 1
     assert sqlalchemy_rs_iam.stats(engine)["login_retries"] == 0
 
 
-@pytest.mark.parametrize("skew", [600.0, -1200.0])
+@pytest.mark.parametrize("skew", [600.0, -840.0])
 def test_clock_skew_short_credentials_no_refresh_storm_no_login_race(
     skewed: Callable[[float], SkewedAws], skew: float
 ) -> None:
     aws_side = skewed(skew)
     aws_side.emulator.max_lifetime = 5.0
     engine = sa.create_engine(aws_side.url, rs_iam_session=aws_side.session, poolclass=NullPool)
+    # The window starts at the first fetch: on a loaded machine building the boto3 client can take seconds.
+    failed = hammer(engine, 1, f"IAM:{aws_side.principal}")
     deadline = time.monotonic() + 5.5
-    connects = failed = 0
+    connects = 1
     while time.monotonic() < deadline:
         failed += hammer(engine, 1, f"IAM:{aws_side.principal}")
         connects += 1
@@ -312,6 +320,20 @@ def test_clock_skew_short_credentials_no_refresh_storm_no_login_race(
     assert 2 <= fetched <= 3, fetched
     assert sqlalchemy_rs_iam.stats(engine)["login_retries"] == 0
     assert aws_side.front.logins_refused == 0
+
+
+@pytest.mark.parametrize(("skew", "message"), [(-1200.0, "not yet current"), (1200.0, "Signature expired")])
+def test_clock_skew_beyond_15_minutes_is_refused_as_aws_does(
+    skewed: Callable[[float], SkewedAws], skew: float, message: str
+) -> None:
+    aws_side = skewed(skew)
+    engine = sa.create_engine(aws_side.url, rs_iam_session=aws_side.session, poolclass=NullPool)
+    with pytest.raises(sqlalchemy_rs_iam.AccessDeniedError) as err:
+        current_user(engine)
+    assert message in str(err.value)
+    assert not aws_side.store.login_users()  # nothing was issued
+    calls = aws_side.emulator.calls_for("GetWorkgroup") + aws_side.emulator.calls_for("GetCredentials")
+    assert calls and all(c.error_code == "InvalidSignatureException" for c in calls)
 
 
 # --- os.fork with a warm cache and locks held by another thread ----------------------------------------------------

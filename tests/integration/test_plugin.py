@@ -44,10 +44,10 @@ def test_serverless_workgroup(rs: RedshiftStandIn, driver: str) -> None:
 
 
 def test_url_parameters_are_consumed_before_the_dialect(rs: RedshiftStandIn) -> None:
-    engine = sa.create_engine(rs.url(duration_seconds=1800))
+    engine = sa.create_engine(rs.url(duration_seconds=1800, sslmode="verify-full"))
     for name in ("plugin", "workgroup", "region", "aws_endpoint_url", "duration_seconds"):
         assert name not in engine.url.query
-    assert engine.url.query["ssl"] == "false"  # driver parameters pass through
+    assert engine.url.query["sslmode"] == "verify-full"  # driver parameters pass through
     current_user(engine)
     assert rs.emulator.calls_for("GetCredentials")[0].params["durationSeconds"] == 1800
 
@@ -112,7 +112,7 @@ def test_programmatic_session_and_plugins_argument(rs: RedshiftStandIn) -> None:
 
 def test_dbapi_connect_uses_the_same_cache(rs: RedshiftStandIn) -> None:
     kw: dict[str, Any] = dict(workgroup=rs.workgroup, database="dev", region=rs.region,
-                              aws_endpoint_url=rs.aws_endpoint_url, ssl=False)  # fmt: skip
+                              aws_endpoint_url=rs.aws_endpoint_url)  # fmt: skip
     for _ in range(3):
         conn = sqlalchemy_rs_iam.connect(**kw)
         try:
@@ -124,12 +124,7 @@ def test_dbapi_connect_uses_the_same_cache(rs: RedshiftStandIn) -> None:
     engine = sa.create_engine(rs.url())
     assert current_user(engine) == "IAM:alice-dev"
     assert api_calls(rs, "GetCredentials") == 1  # connect() and the engine share the process-wide cache
-    assert (
-        sqlalchemy_rs_iam.get_connector(**{k: v for k, v in kw.items() if k != "ssl"}).stats.snapshot()[
-            "hits"
-        ]
-        >= 2
-    )
+    assert sqlalchemy_rs_iam.get_connector(**kw).stats.snapshot()["hits"] >= 2
 
 
 def test_redshift_connector_string_booleans_are_coerced(rs: RedshiftStandIn) -> None:
@@ -231,10 +226,14 @@ def test_engines_with_same_configuration_share_one_credential(rs: RedshiftStandI
 
 def test_resolved_host_is_re_resolved_when_it_stops_answering(rs: RedshiftStandIn) -> None:
     engine = sa.create_engine(rs.url(), poolclass=NullPool)
-    second = RedshiftFront(rs.store, rs.postgres.host, rs.postgres.port).start()
+    second = RedshiftFront(
+        rs.store, rs.postgres.host, rs.postgres.port, ssl_context=rs.server_ssl_context
+    ).start()
     try:
         # Warm the endpoint cache with a front that will go away.
-        first = RedshiftFront(rs.store, rs.postgres.host, rs.postgres.port).start()
+        first = RedshiftFront(
+            rs.store, rs.postgres.host, rs.postgres.port, ssl_context=rs.server_ssl_context
+        ).start()
         rs.emulator.add_workgroup(rs.workgroup, region=rs.region, address=first.host, port=first.port,
                                   account_id=rs.account_id)  # fmt: skip
         assert current_user(engine) == "IAM:alice-dev"

@@ -147,7 +147,7 @@ def test_full_lifecycle_at_debug_leaks_no_secret(
     # DB-API connect() with the same logging.
     conn = sqlalchemy_rs_iam.connect(
         workgroup=rs.workgroup, database=rs.database, region=rs.region,
-        aws_endpoint_url=rs.aws_endpoint_url, ssl=False,
+        aws_endpoint_url=rs.aws_endpoint_url,
     )  # fmt: skip
     seen.append(repr(conn))
     conn.close()

@@ -159,7 +159,7 @@ def test_dbapi_connect_refused_login_traceback_holds_no_password(
     exc = _fail(
         lambda: sqlalchemy_rs_iam.connect(
             workgroup=rs.workgroup, database=rs.database, region=rs.region,
-            aws_endpoint_url=rs.aws_endpoint_url, ssl=False, duration_seconds=1000,
+            aws_endpoint_url=rs.aws_endpoint_url, duration_seconds=1000,
         )
     )  # fmt: skip
     assert len(issued) == 2

@@ -1,37 +1,45 @@
 """The AWS emulator of the local Redshift stand-in, driven by real boto3 clients over real HTTP.
 
 Every success is parsed by botocore against the service model; every error is asserted as botocore reports
-it (``Error.Code`` and HTTP status). One test provisions a throwaway PostgreSQL cluster to check that issued
-credentials are backed by real roles.
+it (``Error.Code`` and HTTP status). One test provisions a PostgreSQL server (:func:`provision_postgres`) to
+check that issued credentials are backed by real roles.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import hashlib
+import http.client
 import logging
-import os
-import shutil
+import secrets
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.auth
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from sqlalchemy_rs_iam.testing.emulator import AwsEmulator, Call
+from sqlalchemy_rs_iam.testing.postgres import (
+    PostgresRoleAdmin,
+    PostgresServer,
+    PostgresUnavailableError,
+    provision_postgres,
+)
 from sqlalchemy_rs_iam.testing.store import CredentialStore
 
 AKID, SECRET = "AKIAALICEEXAMPLE0001", "alice-secret-key-0001"
 ROLE_AKID, ROLE_SECRET = "AKIAROLEEXAMPLE00002", "role-secret-key-0002"
 ROLE_ARN = "arn:aws:iam::123456789012:role/etl-role"
 NO_RETRY = Config(retries={"total_max_attempts": 1})
+# botocore checks lengths (not patterns) itself; without that, the emulator is the only judge
+UNCHECKED = Config(retries={"total_max_attempts": 1}, parameter_validation=False)
 
 
 class FakeClock:
@@ -158,7 +166,15 @@ def test_get_credentials_as_static_role_identity(aws: AwsEmulator, store: Creden
 def test_get_workgroup(aws: AwsEmulator) -> None:
     wg = client(aws, "redshift-serverless").get_workgroup(workgroupName="wg-one")["workgroup"]
     assert wg["workgroupName"] == "wg-one" and wg["status"] == "AVAILABLE"
-    assert wg["endpoint"] == {"address": "127.0.0.1", "port": 5439}
+    assert (wg["endpoint"]["address"], wg["endpoint"]["port"]) == ("127.0.0.1", 5439)
+    # members AWS returns that clients may read (botocore parsed them against the model)
+    (vpce,) = wg["endpoint"]["vpcEndpoints"]
+    assert vpce["vpcEndpointId"].startswith("vpce-") and vpce["vpcId"].startswith("vpc-")
+    (eni,) = vpce["networkInterfaces"]
+    assert eni["subnetId"] in wg["subnetIds"] and eni["availabilityZone"] == "us-east-1a"
+    assert (wg["maxCapacity"], wg["baseCapacity"]) == (512, 8)
+    assert wg["workgroupVersion"] and wg["patchVersion"] and wg["trackName"] == "current"
+    assert {"parameterKey": "require_ssl", "parameterValue": "true"} in wg["configParameters"]
     assert wg["workgroupArn"].startswith("arn:aws:redshift-serverless:us-east-1:123456789012:workgroup/")
     assert wg["customDomainName"] == "db.example.com"
     assert isinstance(wg["creationDate"], dt.datetime)
@@ -249,7 +265,12 @@ def test_describe_clusters(aws: AwsEmulator) -> None:
     rs = client(aws, "redshift")
     (cluster,) = rs.describe_clusters(ClusterIdentifier="cluster-1")["Clusters"]
     assert cluster["ClusterIdentifier"] == "cluster-1" and cluster["ClusterStatus"] == "available"
-    assert cluster["Endpoint"] == {"Address": "127.0.0.1", "Port": 5441}
+    assert (cluster["Endpoint"]["Address"], cluster["Endpoint"]["Port"]) == ("127.0.0.1", 5441)
+    (vpce,) = cluster["Endpoint"]["VpcEndpoints"]
+    assert vpce["VpcId"] == cluster["VpcId"] and vpce["VpcId"].startswith("vpc-")
+    assert vpce["NetworkInterfaces"][0]["PrivateIpAddress"] == cluster["ClusterNodes"][0]["PrivateIPAddress"]
+    assert cluster["ClusterNodes"][0]["NodeRole"] == "SHARED" and cluster["ClusterVersion"] == "1.0"
+    assert cluster["VpcSecurityGroups"][0]["Status"] == "active"
     assert isinstance(cluster["ClusterCreateTime"], dt.datetime)
     assert [c["ClusterIdentifier"] for c in rs.describe_clusters()["Clusters"]] == ["cluster-1"]
     assert client(aws, "redshift", region="eu-west-1").describe_clusters()["Clusters"] == []
@@ -400,8 +421,16 @@ def test_assume_role_errors(aws: AwsEmulator) -> None:
     assert error_of(exc) == ("ValidationError", 400)
 
 
-def test_assumed_role_keys_expire(store: CredentialStore) -> None:
+def test_assumed_role_keys_expire(store: CredentialStore, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(time.time())
+    # botocore signs with the same (fake) clock, else the jump below would only expire the signature
+    monkeypatch.setattr(
+        botocore.auth,
+        "get_current_datetime",
+        lambda remove_tzinfo=True: dt.datetime.fromtimestamp(clock.now, dt.timezone.utc).replace(
+            tzinfo=None if remove_tzinfo else dt.timezone.utc
+        ),
+    )
     with AwsEmulator(store, None, clock=clock) as aws:
         _seed(aws)
         creds = client(aws, "sts").assume_role(RoleArn=ROLE_ARN, RoleSessionName="s1", ExternalId="ext-42")[
@@ -697,132 +726,279 @@ def test_concurrent_requests(aws: AwsEmulator, store: CredentialStore) -> None:
 
 
 # ------------------------------------------------------------------------------------- real PostgreSQL
-PG_BIN = "/usr/lib/postgresql/15/bin"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def postgres() -> Iterator[dict[str, Any]]:
-    if not os.path.exists(f"{PG_BIN}/initdb") or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL 15 binaries or runuser not available")
-    psycopg2 = pytest.importorskip("psycopg2")
-    tmp = tempfile.mkdtemp(prefix="emu-pg-")
-    shutil.chown(tmp, "postgres", "postgres")
-    data, port = os.path.join(tmp, "data"), _free_port()
-
-    def as_postgres(*args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120
-        )
-
-    started = False
+def postgres() -> Iterator[PostgresServer]:
     try:
-        as_postgres(f"{PG_BIN}/initdb", "-D", data, "--auth-local=trust", "--auth-host=md5", "-U", "postgres")
-        opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c password_encryption=md5 -c fsync=off"
-        as_postgres(
-            f"{PG_BIN}/pg_ctl",
-            "-D",
-            data,
-            "-o",
-            opts,
-            "-w",
-            "-t",
-            "60",
-            "-l",
-            os.path.join(tmp, "log"),
-            "start",
-        )
-        started = True
-        yield {"psycopg2": psycopg2, "socket_dir": tmp, "port": port}
-    finally:
-        if started:
-            with contextlib.suppress(Exception):
-                as_postgres(f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
-        shutil.rmtree(tmp, ignore_errors=True)
+        server = provision_postgres()
+    except PostgresUnavailableError as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
 
 
-class PgRoles:
-    """Minimal RoleAdmin over psycopg2 for this test (the real one lives in testing/postgres.py)."""
-
-    def __init__(self, psycopg2: Any, socket_dir: str, port: int) -> None:
-        from psycopg2 import sql
-
-        self.sql = sql
-        self.conn = psycopg2.connect(host=socket_dir, port=port, user="postgres", dbname="postgres")
-        self.conn.autocommit = True
-
-    def _one(self, query: str, *args: Any) -> bool:
-        with self.conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchone() is not None
-
-    def role_exists(self, role: str) -> bool:
-        return self._one("SELECT 1 FROM pg_roles WHERE rolname = %s", role)
-
-    def ensure_login_role(self, role: str, password: str) -> None:
-        verb = "ALTER" if self.role_exists(role) else "CREATE"
-        with self.conn.cursor() as cur:
-            cur.execute(
-                self.sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(self.sql.Identifier(role)),
-                (password,),
-            )
-
-    def group_exists(self, group: str) -> bool:
-        return self._one("SELECT 1 FROM pg_roles WHERE rolname = %s AND NOT rolcanlogin", group)
-
-    def grant_group(self, group: str, role: str) -> None:
-        with self.conn.cursor() as cur:
-            cur.execute(
-                self.sql.SQL("GRANT {} TO {}").format(self.sql.Identifier(group), self.sql.Identifier(role))
-            )
-
-    def member_of(self, role: str) -> set[str]:
-        with self.conn.cursor() as cur:
-            cur.execute(
-                "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-                "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
-                (role,),
-            )
-            return {row[0] for row in cur.fetchall()}
+def member_of(server: PostgresServer, role: str) -> set[str]:
+    rows = server.execute(
+        "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+        "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
+        (role,),
+    )
+    return {row[0] for row in rows}
 
 
 def test_issued_credentials_are_backed_by_real_postgres_roles(
-    postgres: dict[str, Any], store: CredentialStore
+    postgres: PostgresServer, store: CredentialStore
 ) -> None:
-    psycopg2 = postgres["psycopg2"]
-    roles = PgRoles(psycopg2, postgres["socket_dir"], postgres["port"])
+    import psycopg2
+
+    suffix = secrets.token_hex(3)  # unique names: the server may be shared (RS_IAM_TEST_POSTGRES_DSN)
+    bob, group, nobody = f"bob_{suffix}", f"analysts_{suffix}", f"nobody_{suffix}"
+    roles = PostgresRoleAdmin(postgres)
+    roles.ensure_group(group)
+    roles.ensure_login_role(bob, secrets.token_hex(8))  # exists before, with some other password
+    with AwsEmulator(store, roles) as aws:
+        _seed(aws)
+        client(aws, "redshift").get_cluster_credentials(
+            DbUser=bob, ClusterIdentifier="cluster-1", DbGroups=[group]
+        )
+        client(aws, "redshift-serverless").get_credentials(workgroupName="wg-one")
+        client(aws, "redshift").get_cluster_credentials(DbUser=nobody, ClusterIdentifier="cluster-1")
+    assert member_of(postgres, bob) == {group}
+    assert not roles.role_exists(nobody)
+    assert store.live(f"IAM:{nobody}")[0].login_error == f'role "{nobody}" does not exist'
+    # The internal passwords work for a real md5 login over TCP, as the front will use them.
+    for role in (bob, "IAM:alice"):
+        conn = psycopg2.connect(
+            host=postgres.host,
+            port=postgres.port,
+            user=role,
+            password=store.role_password(role),
+            dbname=postgres.admin_database,
+            sslmode="disable",  # straight to PostgreSQL, which has no TLS (the front is not involved)
+        )
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone()[0] == role
+        conn.close()
+
+
+# ------------------------------------------------------------------------ signing and HTTP like AWS
+def _signed(aws: AwsEmulator, body: bytes, *, claim_hash: bool = False) -> dict[str, str]:
+    """Headers of a SigV4-signed redshift query request for ``body``, signed by botocore for real."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    if claim_hash:  # signed, so a man in the middle can only leave it as it is
+        headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+    request = AWSRequest(method="POST", url=aws.url + "/", data=body, headers=headers)
+    SigV4Auth(Credentials(AKID, SECRET), "redshift", "us-east-1").add_auth(request)
+    return {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+
+
+def _post(aws: AwsEmulator, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    host, port = aws.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
-        with roles.conn.cursor() as cur:
-            cur.execute("CREATE ROLE analysts NOLOGIN")
-            cur.execute("CREATE ROLE bob LOGIN")
-        with AwsEmulator(store, roles) as aws:
-            _seed(aws)
-            client(aws, "redshift").get_cluster_credentials(
-                DbUser="bob", ClusterIdentifier="cluster-1", DbGroups=["analysts"]
-            )
-            client(aws, "redshift-serverless").get_credentials(workgroupName="wg-one")
-            client(aws, "redshift").get_cluster_credentials(DbUser="nobody", ClusterIdentifier="cluster-1")
-        assert roles.member_of("bob") == {"analysts"}
-        assert not roles.role_exists("nobody")
-        assert store.live("IAM:nobody")[0].login_error == 'role "nobody" does not exist'
-        # The internal passwords work for a real md5 login over TCP, as the front will use them.
-        for role in ("bob", "IAM:alice"):
-            conn = psycopg2.connect(
-                host="127.0.0.1",
-                port=postgres["port"],
-                user=role,
-                password=store.role_password(role),
-                dbname="postgres",
-                sslmode="disable",
-            )
-            with conn, conn.cursor() as cur:
-                cur.execute("SELECT current_user")
-                assert cur.fetchone()[0] == role
-            conn.close()
+        conn.request("POST", "/", body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
     finally:
-        roles.conn.close()
+        conn.close()
+
+
+DESCRIBE = b"Action=DescribeClusters&Version=2012-12-01"
+
+
+def test_signed_raw_request_is_accepted(aws: AwsEmulator) -> None:
+    # the control for the tampering tests below: the same request, untouched, succeeds
+    status, payload = _post(aws, DESCRIBE, _signed(aws, DESCRIBE, claim_hash=True))
+    assert status == 200 and b"<ClusterIdentifier>cluster-1</ClusterIdentifier>" in payload
+
+
+@pytest.mark.parametrize("claim_hash", [True, False])
+def test_tampered_body_breaks_the_signature(aws: AwsEmulator, claim_hash: bool) -> None:
+    # x-amz-content-sha256 still names the original body: the emulator must hash what arrived
+    headers = _signed(aws, DESCRIBE, claim_hash=claim_hash)
+    status, payload = _post(aws, DESCRIBE + b"&ClusterIdentifier=cluster-1", headers)
+    assert status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in payload
+
+
+def test_chunked_body_is_read_and_nothing_is_left_on_the_connection(aws: AwsEmulator) -> None:
+    headers = _signed(aws, DESCRIBE)
+    host, port = aws.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        for _ in range(3):  # one keep-alive connection: leftover chunk bytes would garble the next request
+            conn.request(
+                "POST", "/", body=iter([DESCRIBE[:10], DESCRIBE[10:]]), headers=headers, encode_chunked=True
+            )
+            response = conn.getresponse()
+            assert response.status == 200, response.read()
+            assert b"cluster-1" in response.read()
+    finally:
+        conn.close()
+    assert len(aws.calls_for("DescribeClusters")) == 3
+
+
+def test_malformed_chunked_body_is_refused(aws: AwsEmulator) -> None:
+    host, port = aws.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert aws.calls == []
+
+
+@pytest.mark.parametrize(
+    ("service", "skew", "code", "status", "message"),
+    [
+        ("redshift-serverless", 901.0, "InvalidSignatureException", 400, "Signature expired"),
+        ("redshift-serverless", -901.0, "InvalidSignatureException", 400, "Signature not yet current"),
+        ("redshift", 901.0, "SignatureDoesNotMatch", 403, "Signature expired"),
+        ("sts", -901.0, "SignatureDoesNotMatch", 403, "Signature not yet current"),
+    ],
+)
+def test_request_time_outside_15_minutes_is_refused(
+    store: CredentialStore, service: str, skew: float, code: str, status: int, message: str
+) -> None:
+    # the emulator's clock is `skew` seconds off the signer's (botocore signs with the real time)
+    with AwsEmulator(store, None, clock=lambda: time.time() + skew) as aws:
+        _seed(aws)
+        calls = {
+            "redshift-serverless": lambda c: c.get_workgroup(workgroupName="wg-one"),
+            "redshift": lambda c: c.describe_clusters(),
+            "sts": lambda c: c.get_caller_identity(),
+        }
+        with pytest.raises(ClientError) as exc:
+            calls[service](client(aws, service))
+        assert error_of(exc) == (code, status)
+        assert exc.value.response["Error"]["Message"].startswith(message)
+        assert "15 min." in exc.value.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize("skew", [840.0, -840.0])
+def test_request_time_inside_15_minutes_is_accepted(store: CredentialStore, skew: float) -> None:
+    with AwsEmulator(store, None, clock=lambda: time.time() + skew) as aws:
+        _seed(aws)
+        assert client(aws, "redshift-serverless").get_workgroup(workgroupName="wg-one")["workgroup"]
+
+
+# ------------------------------------------------------------------- constraints transcribed from AWS
+def test_emulator_does_not_take_its_constraints_from_the_client() -> None:
+    import ast
+
+    import sqlalchemy_rs_iam.testing.emulator as emulator
+
+    tree = ast.parse(Path(emulator.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and m.startswith("sqlalchemy_rs_iam.config") for m in imported), imported
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"workgroupName": "wg"}, "length greater than or equal to 3"),
+        ({"workgroupName": "w" * 64}, "Workgroup"),  # 64 is allowed: not found, not invalid
+        ({"workgroupName": "wg_one"}, "regular expression pattern"),
+        ({"workgroupName": "wg-oné"}, "regular expression pattern"),
+        ({"customDomainName": "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 62}, "length less"),
+        ({"customDomainName": "bücher.example.com"}, "regular expression pattern"),
+        ({"customDomainName": "a" * 64 + ".example.com"}, "regular expression pattern"),
+        ({"customDomainName": "example-.com"}, "regular expression pattern"),
+        ({"customDomainName": "localhost"}, "regular expression pattern"),  # needs a dot
+        ({"workgroupName": "wg-one", "dbName": "dév"}, "Invalid dbName"),
+        ({"workgroupName": "wg-one", "dbName": "d" * 65}, "Invalid dbName"),
+        ({"workgroupName": "wg-one", "dbName": "db:x"}, "Invalid dbName"),
+        ({"workgroupName": "wg-one", "dbName": "1db"}, "Invalid dbName"),
+    ],
+)
+def test_serverless_constraints(aws: AwsEmulator, kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ClientError) as exc:
+        client(aws, "redshift-serverless", config=UNCHECKED).get_credentials(**kwargs)
+    assert fragment in exc.value.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "ok"),
+    [
+        ({"workgroupName": "wg-one", "dbName": "D" + "b" * 63}, True),  # 64, upper case allowed (seed 004)
+        ({"workgroupName": "wg-one", "dbName": "a_b+c.d@e-f"}, True),
+        ({"customDomainName": "db.example.com"}, True),
+    ],
+)
+def test_serverless_constraints_accept_what_aws_accepts(
+    aws: AwsEmulator, kwargs: dict[str, Any], ok: bool
+) -> None:
+    assert client(aws, "redshift-serverless").get_credentials(**kwargs)["dbUser"] == "IAM:alice"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "accepted"),
+    [
+        ({"DbUser": "b" * 64}, True),
+        ({"DbUser": "b" * 65}, False),
+        ({"DbUser": "böb"}, False),
+        ({"DbUser": "bo:b"}, False),
+        ({"DbUser": "public"}, False),
+        ({"DbUser": "bob", "DbGroups": ["g" * 64]}, True),
+        ({"DbUser": "bob", "DbGroups": ["g" * 65]}, False),
+        ({"DbUser": "bob", "DbGroups": ["grüppe"]}, False),
+        ({"DbUser": "bob", "DbGroups": ["1group"]}, False),
+        ({"DbUser": "bob", "DurationSeconds": 899}, False),
+        ({"DbUser": "bob", "DurationSeconds": 900}, True),
+        ({"DbUser": "bob", "DurationSeconds": 3600}, True),
+        ({"DbUser": "bob", "DurationSeconds": 3601}, False),
+    ],
+)
+def test_provisioned_constraints(aws: AwsEmulator, kwargs: dict[str, Any], accepted: bool) -> None:
+    rs = client(aws, "redshift", config=UNCHECKED)
+    if accepted:
+        assert rs.get_cluster_credentials(ClusterIdentifier="cluster-1", **kwargs)["DbUser"].endswith(
+            kwargs["DbUser"]
+        )
+        return
+    with pytest.raises(ClientError) as exc:
+        rs.get_cluster_credentials(ClusterIdentifier="cluster-1", **kwargs)
+    assert error_of(exc) == ("InvalidParameterValue", 400)
+
+
+@pytest.mark.parametrize(("name", "accepted"), [("s1", True), ("a" * 64, True), ("a" * 65, False),
+                                                ("s", False), ("séssion", False), ("s p", False)])  # fmt: skip
+def test_role_session_name_constraint(aws: AwsEmulator, name: str, accepted: bool) -> None:
+    sts = client(aws, "sts", config=UNCHECKED)
+    if accepted:
+        sts.assume_role(RoleArn=ROLE_ARN, RoleSessionName=name, ExternalId="ext-42")
+        return
+    with pytest.raises(ClientError) as exc:
+        sts.assume_role(RoleArn=ROLE_ARN, RoleSessionName=name, ExternalId="ext-42")
+    assert error_of(exc) == ("ValidationError", 400)
+
+
+# ------------------------------------------------------------------------------------- DescribeClusters paging
+def test_describe_clusters_pages_with_max_records_and_marker(aws: AwsEmulator) -> None:
+    for i in range(25):
+        aws.add_cluster(f"page-{i:02d}", address="127.0.0.1", port=5439)
+    rs = client(aws, "redshift")
+    first = rs.describe_clusters(MaxRecords=20)
+    assert len(first["Clusters"]) == 20 and first["Marker"]
+    second = rs.describe_clusters(MaxRecords=20, Marker=first["Marker"])
+    assert len(second["Clusters"]) == 6 and "Marker" not in second
+    names = [c["ClusterIdentifier"] for c in first["Clusters"] + second["Clusters"]]
+    assert sorted(names) == names and len(set(names)) == 26
+    assert len(rs.describe_clusters()["Clusters"]) == 26  # default 100
+    paged = [c for page in rs.get_paginator("describe_clusters").paginate(PaginationConfig={"PageSize": 20})
+             for c in page["Clusters"]]  # fmt: skip
+    assert [c["ClusterIdentifier"] for c in paged] == names
+
+
+@pytest.mark.parametrize("kwargs", [{"MaxRecords": 19}, {"MaxRecords": 101}, {"Marker": "no-such-marker"}])
+def test_describe_clusters_paging_constraints(aws: AwsEmulator, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ClientError) as exc:
+        client(aws, "redshift", config=UNCHECKED).describe_clusters(**kwargs)
+    assert error_of(exc) == ("InvalidParameterValue", 400)

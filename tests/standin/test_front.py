@@ -1,7 +1,9 @@
 """The Redshift front against a real PostgreSQL, with the real drivers.
 
-A throwaway PostgreSQL 15 cluster (md5 auth) is started for this module; roles get the store's internal
-passwords and credentials are added to the store by hand, so no AWS emulator is involved.
+A PostgreSQL server is provisioned for this module (:func:`provision_postgres`, md5 auth); roles get the
+store's internal passwords through :class:`PostgresRoleAdmin` and credentials are added to the store by hand,
+so no AWS emulator is involved. The module's front terminates TLS with a throwaway CA (trustme); the drivers
+connect with verify-full.
 """
 
 from __future__ import annotations
@@ -11,11 +13,9 @@ import contextlib
 import gc
 import logging
 import os
-import shutil
 import socket
+import ssl
 import struct
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -31,46 +31,52 @@ import psycopg2
 import psycopg2.errors
 import pytest
 import redshift_connector
+import trustme
 from packaging.version import Version
 from psycopg2 import sql
 from redshift_connector.error import InterfaceError, ProgrammingError
 
-from sqlalchemy_rs_iam.testing.front import RedshiftFront
+from sqlalchemy_rs_iam.testing.front import FrontConnection, RedshiftFront
+from sqlalchemy_rs_iam.testing.postgres import (
+    PostgresRoleAdmin,
+    PostgresServer,
+    PostgresUnavailableError,
+    provision_postgres,
+)
 from sqlalchemy_rs_iam.testing.store import CredentialStore, IssuedCredential
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-SUPERUSER_PASSWORD = "front-test-superuser"
-DB = "dev"
-
-pytestmark = pytest.mark.skipif(not (PG_BIN / "initdb").exists(), reason="PostgreSQL 15 binaries missing")
+DB = f"front_{uuid.uuid4().hex[:8]}"  # unique, so a shared server (RS_IAM_TEST_POSTGRES_DSN) works too
 
 
 # -- fixtures -------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class PG:
-    host: str
-    port: int
+    """The provisioned server with this module's database, and the stand-in's role admin."""
+
+    server: PostgresServer
+    roles: PostgresRoleAdmin
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     def admin(self) -> Any:
-        conn = psycopg2.connect(
-            host=self.host, port=self.port, dbname=DB, user="postgres", password=SUPERUSER_PASSWORD
-        )
-        conn.autocommit = True
-        return conn
+        return self.server.connect_admin(DB)
 
     def create_role(self, role: str, password: str, *, scram: bool = False) -> None:
+        if not scram:
+            self.roles.ensure_login_role(role, password)  # md5, as the stand-in does
+            return
         with contextlib.closing(self.admin()) as conn, conn.cursor() as cur:
-            if scram:
-                cur.execute("SET password_encryption = 'scram-sha-256'")
+            cur.execute("SET password_encryption = 'scram-sha-256'")
             cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(role)), (password,))
+        self.server.created_roles.append(role)  # dropped again if the server is shared
 
     def backends_of(self, role: str) -> int:
         with contextlib.closing(self.admin()) as conn, conn.cursor() as cur:
@@ -80,56 +86,54 @@ class PG:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PG]:
-    tmp = Path(tempfile.mkdtemp(prefix="rs-front-pg-"))
-    data = tmp / "data"
-    started = False
-
-    def as_postgres(*args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *args], check=True, cwd=tmp, capture_output=True, timeout=120
-        )
-
     try:
-        shutil.chown(tmp, "postgres", "postgres")
-        pwfile = tmp / "pw"
-        pwfile.write_text(SUPERUSER_PASSWORD)
-        shutil.chown(pwfile, "postgres", "postgres")
-        as_postgres(
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            f"--pwfile={pwfile}",
-            "--auth-host=md5",
-            "--auth-local=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        )
-        port = _free_port()
-        opts = (
-            f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={tmp} "
-            "-c password_encryption=md5 -c max_connections=200 -c fsync=off"
-        )
-        as_postgres(
-            str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(tmp / "log"), "-w", "start"
-        )
-        started = True
-        server = PG("127.0.0.1", port)
-        conn = psycopg2.connect(
-            host=server.host, port=port, dbname="postgres", user="postgres", password=SUPERUSER_PASSWORD
-        )
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {DB}")
-        conn.close()
-        yield server
+        server = provision_postgres()
+    except PostgresUnavailableError as exc:
+        pytest.skip(str(exc))
+    try:
+        server.create_database(DB)
+        yield PG(server, PostgresRoleAdmin(server))
     finally:
-        if started:
-            with contextlib.suppress(Exception):
-                as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop()
+
+
+@dataclass
+class TLS:
+    ca_file: Path  # the throwaway CA, for sslrootcert= / SSL_CERT_FILE
+    server: ssl.SSLContext  # the front's side: a certificate for 127.0.0.1 and localhost
+
+    def client(self) -> ssl.SSLContext:
+        """What asyncpg gets: verify the chain and the host name against the throwaway CA."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+_TLS: list[TLS] = []  # set by the autouse module fixture; the driver helpers read it
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLS]:
+    ca = trustme.CA()
+    ca_file = tmp_path_factory.mktemp("front-ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    # redshift_connector trusts the default store (plus its Redshift bundle): point the store at our CA.
+    saved = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = str(ca_file)
+    _TLS.append(TLS(ca_file, server))
+    try:
+        yield _TLS[-1]
+    finally:
+        _TLS.clear()
+        if saved is None:
+            os.environ.pop("SSL_CERT_FILE", None)
+        else:
+            os.environ["SSL_CERT_FILE"] = saved
+
+
+def tls_front(store: CredentialStore, host: str, port: int, **kw: Any) -> RedshiftFront:
+    """A (not yet started) front that terminates TLS with the module's certificate."""
+    return RedshiftFront(store, host, port, ssl_context=_TLS[-1].server, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +143,7 @@ def store() -> CredentialStore:
 
 @pytest.fixture(scope="module")
 def front(pg: PG, store: CredentialStore) -> Iterator[RedshiftFront]:
-    with RedshiftFront(store, pg.host, pg.port) as f:
+    with tls_front(store, pg.host, pg.port) as f:
         yield f
 
 
@@ -180,14 +184,17 @@ def issue(
 # -- driver helpers -------------------------------------------------------------------------------------------
 
 
-def rs_connect(front: RedshiftFront, user: str, password: str) -> Any:
+def rs_connect(front: RedshiftFront, user: str, password: str, **kw: Any) -> Any:
+    """redshift_connector with its TLS defaults (ssl=True), the host name checked (sslmode=verify-full)."""
+    kw.setdefault("sslmode", "verify-full")
     return redshift_connector.connect(
-        host=front.host, port=front.port, database=DB, user=user, password=password, ssl=False, timeout=30
+        host=front.host, port=front.port, database=DB, user=user, password=password, timeout=30, **kw
     )
 
 
 def pg2_connect(front: RedshiftFront, user: str, password: str, **kw: Any) -> Any:
-    kw.setdefault("sslmode", "disable")
+    kw.setdefault("sslmode", "verify-full")
+    kw.setdefault("sslrootcert", str(_TLS[-1].ca_file))
     return psycopg2.connect(
         host=front.host, port=front.port, dbname=DB, user=user, password=password, connect_timeout=30, **kw
     )
@@ -200,7 +207,8 @@ def pg3_connect(front: RedshiftFront, user: str, password: str) -> psycopg.Conne
         dbname=DB,
         user=user,
         password=password,
-        sslmode="disable",
+        sslmode="verify-full",
+        sslrootcert=str(_TLS[-1].ca_file),
         connect_timeout=30,
     )
 
@@ -216,7 +224,13 @@ def current_user(conn: Any) -> str:
 def asyncpg_current_user(front: RedshiftFront, user: str, password: str) -> str:
     async def go() -> str:
         conn = await asyncpg.connect(
-            host=front.host, port=front.port, database=DB, user=user, password=password, ssl=False, timeout=30
+            host=front.host,
+            port=front.port,
+            database=DB,
+            user=user,
+            password=password,
+            ssl=_TLS[-1].client(),
+            timeout=30,
         )
         try:
             return str(await conn.fetchval("select current_user"))
@@ -260,10 +274,12 @@ def test_psycopg2_logs_in_and_sees_rewritten_server_version(front: RedshiftFront
             assert cur.fetchone()[0].startswith("15")
 
 
-def test_psycopg2_with_sslmode_prefer_gets_no_and_continues(front: RedshiftFront, new_user: Any) -> None:
+def test_psycopg2_with_sslmode_prefer_gets_tls(front: RedshiftFront, new_user: Any) -> None:
     user, password, role = new_user()
     with contextlib.closing(pg2_connect(front, user, password, sslmode="prefer")) as conn:
         assert current_user(conn) == role
+        assert conn.info.ssl_in_use
+    assert front.connections[-1].tls_version in ("TLSv1.2", "TLSv1.3")
 
 
 def test_psycopg3_logs_in(front: RedshiftFront, new_user: Any) -> None:
@@ -399,9 +415,9 @@ def test_passthrough_user_with_static_password(front: RedshiftFront, pg: PG, sto
         pg2_connect(front, role, "wrong")
 
 
-def test_superuser_passthrough(front: RedshiftFront) -> None:
-    with contextlib.closing(pg2_connect(front, "postgres", SUPERUSER_PASSWORD)) as conn:
-        assert current_user(conn) == "postgres"
+def test_superuser_passthrough(front: RedshiftFront, pg: PG) -> None:
+    with contextlib.closing(pg2_connect(front, pg.server.superuser, pg.server.superuser_password)) as conn:
+        assert current_user(conn) == pg.server.superuser
 
 
 # -- wire details ---------------------------------------------------------------------------------------------
@@ -422,26 +438,127 @@ def _recv_message(sock: socket.socket) -> tuple[bytes, bytes]:
     return header[:1], _recv_exactly(sock, length - 4)
 
 
-def test_encryption_requests_answered_no_and_protocol_negotiated(front: RedshiftFront, new_user: Any) -> None:
+def test_tls_terminated_and_protocol_negotiated(front: RedshiftFront, new_user: Any) -> None:
     user, _, _ = new_user()
-    with socket.create_connection((front.host, front.port), timeout=10) as sock:
-        for code in (80877104, 80877103):  # GSSENCRequest, SSLRequest
-            sock.sendall(struct.pack("!ii", 8, code))
-            assert _recv_exactly(sock, 1) == b"N"
+    with socket.create_connection((front.host, front.port), timeout=10) as raw:
+        raw.sendall(struct.pack("!ii", 8, 80877104))  # GSSENCRequest: no
+        assert _recv_exactly(raw, 1) == b"N"
+        raw.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest: yes
+        assert _recv_exactly(raw, 1) == b"S"
+        sock = _TLS[-1].client().wrap_socket(raw, server_hostname="127.0.0.1")
+        assert sock.version() in ("TLSv1.2", "TLSv1.3")
         params = (
             b"user\0" + user.encode() + b"\0database\0dev\0_pq_.made_up\0x\0"
             b"client_protocol_version\x002\0driver_version\0test\0\0"
         )
         body = struct.pack("!i", (3 << 16) | 2) + params
         sock.sendall(struct.pack("!i", len(body) + 4) + body)
-        kind, msg = _recv_message(sock)
+        kind, msg = _recv_message(sock)  # type: ignore[arg-type]
         assert kind == b"v"
         assert struct.unpack("!ii", msg[:8]) == (0, 1)
         assert msg[8:] == b"_pq_.made_up\0"
-        kind, msg = _recv_message(sock)
+        kind, msg = _recv_message(sock)  # type: ignore[arg-type]
         assert kind == b"R"
         assert struct.unpack("!i", msg[:4]) == (5,)  # MD5 only, with a 4-byte salt
         assert len(msg) == 8
+    assert front.connections[-1] == FrontConnection(user, sock.version())
+
+
+def test_plaintext_sent_after_ssl_request_is_refused(front: RedshiftFront, new_user: Any) -> None:
+    # Bytes that arrive before the handshake must not be read as if they came through TLS (CVE-2021-23222).
+    user, _, _ = new_user()
+    body = struct.pack("!i", 3 << 16) + b"user\0" + user.encode() + b"\0\0"
+    with socket.create_connection((front.host, front.port), timeout=10) as sock:
+        sock.sendall(struct.pack("!ii", 8, 80877103) + struct.pack("!i", len(body) + 4) + body)
+        assert _recv_exactly(sock, 1) == b"S"
+        rest = b""
+        while chunk := sock.recv(4096):
+            rest += chunk
+        assert rest.startswith(b"E") and b"08P01" in rest  # a protocol error, then the front hangs up
+    assert all(c.user != user for c in front.connections)
+
+
+def test_every_driver_session_is_encrypted(front: RedshiftFront, new_user: Any) -> None:
+    user, password, role = new_user()
+    seen: list[FrontConnection] = []
+    conn = rs_connect(front, user, password)
+    try:
+        assert current_user(conn) == role
+    finally:
+        conn.close()
+    seen.append(front.connections[-1])
+    with contextlib.closing(pg2_connect(front, user, password)) as conn:
+        assert current_user(conn) == role
+    seen.append(front.connections[-1])
+    with pg3_connect(front, user, password) as conn:
+        assert current_user(conn) == role
+    seen.append(front.connections[-1])
+    assert asyncpg_current_user(front, user, password) == role
+    seen.append(front.connections[-1])
+    assert [c.user for c in seen] == [user] * 4
+    assert all(c.tls_version in ("TLSv1.2", "TLSv1.3") for c in seen), seen
+
+
+def test_a_wrong_ca_is_refused_by_every_driver(
+    front: RedshiftFront, new_user: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, password, _ = new_user()
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    accepted = front.logins_accepted
+    with pytest.raises(psycopg2.OperationalError, match="certificate verify failed"):
+        pg2_connect(front, user, password, sslrootcert=str(other))
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        psycopg.connect(host=front.host, port=front.port, dbname=DB, user=user, password=password,
+                        sslmode="verify-full", sslrootcert=str(other), connect_timeout=30)  # fmt: skip
+
+    async def asyncpg_connect() -> None:
+        await asyncpg.connect(host=front.host, port=front.port, database=DB, user=user, password=password,
+                              ssl=ssl.create_default_context(cafile=str(other)), timeout=30)  # fmt: skip
+
+    with pytest.raises(ssl.SSLCertVerificationError):
+        asyncio.run(asyncpg_connect())
+    monkeypatch.setenv(
+        "SSL_CERT_FILE", str(other)
+    )  # redshift_connector: the default store + Redshift's bundle
+    with pytest.raises(InterfaceError) as err:
+        rs_connect(front, user, password)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(err.value)
+    assert front.logins_accepted == accepted
+    assert all(c.user != user for c in front.connections)  # no startup packet ever arrived
+
+
+def test_host_name_is_checked(front: RedshiftFront, new_user: Any) -> None:
+    # The certificate names 127.0.0.1 and localhost; the same address under another name must not pass.
+    user, password, _ = new_user()
+    with pytest.raises(psycopg2.OperationalError, match=r"does not match host name|certificate"):
+        psycopg2.connect(host="127.0.0.2", hostaddr=front.host, port=front.port, dbname=DB, user=user,
+                         password=password, sslmode="verify-full", sslrootcert=str(_TLS[-1].ca_file),
+                         connect_timeout=30)  # fmt: skip
+
+
+def test_plain_front_answers_no(pg: PG, store: CredentialStore, new_user: Any) -> None:
+    user, password, role = new_user()
+    with RedshiftFront(store, pg.host, pg.port) as plain:
+        assert not plain.tls
+        with contextlib.closing(pg2_connect(plain, user, password, sslmode="prefer")) as conn:
+            assert current_user(conn) == role
+            assert not conn.info.ssl_in_use
+        assert plain.connections[-1] == FrontConnection(user, None)
+        with pytest.raises(psycopg2.OperationalError, match="server does not support SSL"):
+            pg2_connect(plain, user, password)  # verify-full
+
+
+def test_require_tls_refuses_cleartext_logins(pg: PG, store: CredentialStore, new_user: Any) -> None:
+    user, password, role = new_user()
+    with tls_front(store, pg.host, pg.port, require_tls=True) as strict:
+        with pytest.raises(psycopg2.OperationalError, match="requires SSL"):
+            pg2_connect(strict, user, password, sslmode="disable")
+        assert strict.logins_refused == 1
+        with contextlib.closing(pg2_connect(strict, user, password)) as conn:
+            assert current_user(conn) == role
+    with pytest.raises(ValueError, match="require_tls needs an ssl_context"):
+        RedshiftFront(store, pg.host, pg.port, require_tls=True)
 
 
 def _wait_until_active(pg: PG, role: str) -> None:
@@ -493,7 +610,13 @@ def test_cancel_request_reaches_upstream_asyncpg(front: RedshiftFront, pg: PG, n
 
     async def go() -> None:
         conn = await asyncpg.connect(
-            host=front.host, port=front.port, database=DB, user=user, password=password, ssl=False, timeout=30
+            host=front.host,
+            port=front.port,
+            database=DB,
+            user=user,
+            password=password,
+            ssl=_TLS[-1].client(),
+            timeout=30,
         )
         try:
             # On timeout asyncpg sends a CancelRequest on a new connection; the session stays usable only if
@@ -511,11 +634,13 @@ def test_cancel_request_reaches_upstream_asyncpg(front: RedshiftFront, pg: PG, n
 
 
 def test_upstream_unreachable_gives_error_not_hang(store: CredentialStore, pg: PG) -> None:
-    dead_port = _free_port()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = int(probe.getsockname()[1])
     role = f"u{uuid.uuid4().hex[:10]}"
     user = f"IAM:{role}"
     password = issue(store, user, role)
-    with RedshiftFront(store, "127.0.0.1", dead_port) as dead:
+    with tls_front(store, "127.0.0.1", dead_port) as dead:
         with pytest.raises(ProgrammingError) as err:
             rs_connect(dead, user, password)
         assert rs_sqlstate(err.value) == "08006"
@@ -553,7 +678,7 @@ def test_64_concurrent_sessions(pg: PG, store: CredentialStore, new_user: Any) -
     opened = threading.Barrier(n + 1, timeout=120)
     release = threading.Barrier(n + 1, timeout=120)
 
-    with RedshiftFront(store, pg.host, pg.port) as f:
+    with tls_front(store, pg.host, pg.port) as f:
 
         def session(i: int) -> str:
             user, password, _ = users[i % len(users)]
@@ -603,7 +728,7 @@ def _own_tcp_ports() -> list[tuple[int, int]]:
 
 def test_stop_with_open_sessions_leaves_nothing_behind(pg: PG, store: CredentialStore, new_user: Any) -> None:
     user, password, role = new_user()
-    f = RedshiftFront(store, pg.host, pg.port).start()
+    f = tls_front(store, pg.host, pg.port).start()
     port = f.port
     threads = [t.name for t in threading.enumerate()]
     assert f"RedshiftFront-127.0.0.1:{port}" in threads

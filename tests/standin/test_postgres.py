@@ -27,7 +27,7 @@ from sqlalchemy_rs_iam.testing.postgres import (
 )
 from sqlalchemy_rs_iam.testing.standin import find_live_pids
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

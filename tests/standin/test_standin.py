@@ -3,6 +3,7 @@ into real PostgreSQL; expiry, faults, the foreground command, and cleanup."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -28,7 +29,7 @@ from sqlalchemy_rs_iam.testing.standin import RedshiftStandIn, find_live_pids
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NO_RETRY = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
 
@@ -36,15 +37,15 @@ NO_RETRY = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "sta
 
 
 def login(driver: str, rs: RedshiftStandIn, user: str, password: str) -> Any:
-    """A DB-API connection through the front with the given driver (caller closes it)."""
+    """A DB-API connection through the front with the given driver over verified TLS (caller closes it)."""
     if driver == "redshift_connector":
-        return redshift_connector.connect(
+        return redshift_connector.connect(  # default ssl=True; trusts the CA through SSL_CERT_FILE
             host=rs.host,
             port=rs.port,
             database=rs.database,
             user=user,
             password=password,
-            ssl=False,
+            sslmode="verify-full",
             timeout=20,
         )
     return psycopg2.connect(
@@ -53,7 +54,8 @@ def login(driver: str, rs: RedshiftStandIn, user: str, password: str) -> Any:
         dbname=rs.database,
         user=user,
         password=password,
-        sslmode="disable",
+        sslmode="verify-full",
+        sslrootcert=str(rs.ca_file),
         connect_timeout=20,
     )
 
@@ -212,6 +214,60 @@ def test_plugin_urls_log_in(
         engine.dispose()
 
 
+@pytest.mark.parametrize(
+    "driver", ["redshift_connector", "psycopg2", "postgresql+psycopg2", "psycopg", "asyncpg"]
+)
+def test_every_driver_url_logs_in_over_verified_tls(
+    rs_standin_clean: RedshiftStandIn, rs_iam_env: dict[str, str], driver: str
+) -> None:
+    rs = rs_standin_clean
+    url = rs.url(driver)
+    assert "ssl=false" not in url and "sslmode" not in url and "ssl=disable" not in url
+    if driver == "asyncpg":
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        async def who() -> str:
+            engine = create_async_engine(url, poolclass=sa.pool.NullPool)
+            try:
+                async with engine.connect() as conn:
+                    return str((await conn.execute(sa.text("SELECT current_user"))).scalar())
+            finally:
+                await engine.dispose()
+
+        user = asyncio.run(who())
+    else:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                user = str(conn.execute(sa.text("SELECT current_user")).scalar())
+        finally:
+            engine.dispose()
+    assert user == "IAM:alice-dev"
+    login = rs.front.connections[-1]
+    assert login.user == "IAM:alice-dev" and login.tls_version in ("TLSv1.2", "TLSv1.3")
+
+
+def test_plain_mode_standin(monkeypatch: pytest.MonkeyPatch) -> None:
+    # its own PostgreSQL: on a shared server its role passwords would clobber the session stand-in's
+    with RedshiftStandIn(tls=False) as plain:
+        assert not plain.front.tls and plain.tls_env() == {}
+        with pytest.raises(RuntimeError, match="plain front"):
+            _ = plain.ca_file
+        for name in [k for k in os.environ if k.startswith("AWS_")]:
+            monkeypatch.delenv(name)
+        for name, value in plain.aws_env().items():
+            monkeypatch.setenv(name, value)
+        url = plain.url()
+        assert sa.make_url(url).query["ssl"] == "false"  # the explicit opt-out the plugin respects
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM sales")).scalar() == 3
+        finally:
+            engine.dispose()
+        assert plain.front.connections[-1].tls_version is None
+
+
 def test_rs_iam_url_fixture(rs_iam_url: str) -> None:
     url = sa.make_url(rs_iam_url)
     assert url.drivername == "redshift+redshift_connector"
@@ -304,15 +360,15 @@ def test_url_shapes(rs_standin: RedshiftStandIn) -> None:
         "workgroup": "analytics",
         "region": "us-east-1",
         "aws_endpoint_url": rs.aws_endpoint_url,
-        "ssl": "false",
-    }
+    }  # no TLS setting: redshift_connector's defaults (ssl=True, verify-full) apply
     pg = sa.make_url(
         rs.url("psycopg2", cluster=rs.cluster, user="alice", auto_create=True, db_groups=["a", "b"])
     )
     assert pg.drivername == "redshift+psycopg2" and pg.username == "alice"
-    assert (pg.query["cluster"], pg.query["sslmode"], pg.query["auto_create"], pg.query["db_groups"]) == (
+    assert "sslmode" not in pg.query  # the dialect's verify-full default applies
+    assert (pg.query["cluster"], pg.query["sslrootcert"], pg.query["auto_create"], pg.query["db_groups"]) == (
         "etl-cluster",
-        "disable",
+        str(rs.ca_file),
         "true",
         "a,b",
     )
@@ -451,11 +507,13 @@ def test_foreground_command_serves_and_stops_cleanly_on_sigterm(
             break
     banner = "\n".join(lines)
     assert lines and lines[-1] == "READY", banner + (foreground.stderr.read() if foreground.poll() else "")
-    exports = dict(re.findall(r"^export (AWS_[A-Z_]+)=(\S+)$", banner, re.M))
+    exports = dict(re.findall(r"^export ([A-Z_]+)=(\S+)$", banner, re.M))
     urls = re.findall(r"(?<![A-Z_])URL=(\S+)", banner)
     pg_dir = re.search(r"throwaway cluster in (\S+)\)", banner)
     assert pg_dir is not None and find_live_pids(pg_dir.group(1))
     assert {"AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL"} <= set(exports)
+    # this stand-in's own CA (not the session stand-in's): the URLs below only work if the exports are right
+    assert {"SSL_CERT_FILE", "PGSSLROOTCERT"} <= set(exports)
     assert any(
         u.startswith("redshift+redshift_connector:///dev?plugin=rs_iam&workgroup=analytics") for u in urls
     )
