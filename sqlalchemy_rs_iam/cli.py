@@ -554,7 +554,7 @@ def cmd_cache(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 def cmd_standin(argv: Sequence[str]) -> int:
     try:
-        from .testing.__main__ import run_standin
+        from .testing.foreground import run_standin
     except ImportError as exc:
         raise CliError(
             EXIT_CONFIG,
