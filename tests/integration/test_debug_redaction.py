@@ -148,19 +148,6 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Logs]:
 
 
 @pytest.fixture
-def issued(rs: RedshiftStandIn, monkeypatch: pytest.MonkeyPatch) -> list[IssuedCredential]:
-    seen: list[IssuedCredential] = []
-    original = rs.store.add
-
-    def add(credential: IssuedCredential) -> None:
-        seen.append(credential)
-        original(credential)
-
-    monkeypatch.setattr(rs.store, "add", add)
-    return seen
-
-
-@pytest.fixture
 def home(rs: RedshiftStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No AWS configuration but what a test writes: empty files, no keys, no metadata service."""
     for name in list(os.environ):

@@ -35,20 +35,6 @@ _LOGGERS = ("", "botocore", "boto3", "urllib3", "sqlalchemy", "redshift_connecto
 
 
 @pytest.fixture
-def issued(rs: RedshiftStandIn, monkeypatch: pytest.MonkeyPatch) -> list[IssuedCredential]:
-    """Every credential the emulator issues during the test (revocation removes them from the store)."""
-    seen: list[IssuedCredential] = []
-    original = rs.store.add
-
-    def add(credential: IssuedCredential) -> None:
-        seen.append(credential)
-        original(credential)
-
-    monkeypatch.setattr(rs.store, "add", add)
-    return seen
-
-
-@pytest.fixture
 def debug_logs() -> Iterator[io.StringIO]:
     """Every logger at DEBUG into one buffer (tracebacks included); levels and handlers restored after."""
     buffer = io.StringIO()

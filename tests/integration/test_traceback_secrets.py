@@ -28,20 +28,6 @@ DRIVERS = ["redshift_connector", "psycopg2", "postgresql+psycopg2", "psycopg", "
 ASYNC = ("asyncpg", "psycopg_async")
 
 
-@pytest.fixture
-def issued(rs: RedshiftStandIn, monkeypatch: pytest.MonkeyPatch) -> list[IssuedCredential]:
-    """Every credential the emulator issues during the test."""
-    seen: list[IssuedCredential] = []
-    original = rs.store.add
-
-    def add(credential: IssuedCredential) -> None:
-        seen.append(credential)
-        original(credential)
-
-    monkeypatch.setattr(rs.store, "add", add)
-    return seen
-
-
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
