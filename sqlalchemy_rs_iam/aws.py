@@ -321,6 +321,7 @@ class AwsClients:
                 if config.db_groups:
                     params["DbGroups"] = list(config.db_groups)
         log.debug("calling %s for %s in %s", operation, target.describe(), self.region)
+        sent_at = time.time()  # a Date from before receiving is not skew: we were frozen in flight
         response = self._call(service, operation, params, target)
         received_at = time.time()
         if target.service is Service.SERVERLESS:
@@ -335,6 +336,7 @@ class AwsClients:
             server_date=_server_date(response),
             received_at=received_at,
             requested_duration=float(config.duration_seconds),
+            sent_at=sent_at,
         )
         return DbCredentials(
             user=user,

@@ -208,7 +208,12 @@ class IamConnector:
         config, clients, stats = self.config, self._clients, self.stats
 
         def fetch() -> DbCredentials:
-            return clients(who).fetch_credentials(config)
+            creds = clients(who).fetch_credentials(config)
+            if creds.expiration <= creds.fetched_at + self._credentials.policy.refetch_interval(creds):
+                # Answered while this process was frozen (SIGSTOP, AWS Lambda), expired before we read it.
+                log.info("credentials for %s expired in flight; fetching again", config.target.describe())
+                creds = clients(who).fetch_credentials(config)
+            return creds
 
         def resolve() -> tuple[str, int]:
             stats.incr("api_calls")
