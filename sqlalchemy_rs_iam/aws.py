@@ -33,7 +33,7 @@ import botocore.exceptions
 import botocore.session
 from botocore.config import Config
 
-from . import __version__
+from . import __version__, metrics
 from .config import AwsOptions, IamConfig, Service, Target
 from .credentials import DbCredentials
 from .errors import (
@@ -372,6 +372,7 @@ class AwsClients:
             )
         return str(address), int(port)
 
+    @metrics.timed_aws_call
     def _call(self, service: str, operation: str, params: Mapping[str, Any], target: Target) -> Any:
         method = _SNAKE[operation]
         try:

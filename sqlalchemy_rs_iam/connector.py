@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Hashable
 from typing import Any, Literal, Protocol, TypeVar
 
+from . import metrics
 from .cache import CredentialCache, Spawn, TtlCache
 from .config import IamConfig, Target
 from .counters import CacheStats
@@ -168,6 +169,7 @@ class IamConnector:
         self._credential_scope = credential_scope(config)
         self._endpoint_scope = endpoint_scope(config)
         self._binding = self._bind(identify())  # a missing profile or region fails here, not at connect
+        metrics.bind(self.stats, config, self._binding.identity.region)
 
     def __repr__(self) -> str:
         b = self._binding
