@@ -187,8 +187,9 @@ def test_frozen_while_a_refresh_is_in_flight(rs: RedshiftStandIn, tmp_path: Path
     SIGCONT waits at most the AWS call's own bounds, and uses a live password.
     """
     rs.emulator.max_lifetime = LIFETIME
-    freeze = 1.4 * LIFETIME  # longer than the read timeout, and than a credential issued meanwhile lives
-    setups = [("GetCredentials", {}, 30.0), ("GetClusterCredentialsWithIAM", {"cluster": rs.cluster}, 0.3)]
+    # Longer than the read timeout, and than a credential issued 1 s into the freeze lives (5 s).
+    freeze = 1.6 * LIFETIME
+    setups = [("GetCredentials", {}, 30.0), ("GetClusterCredentialsWithIAM", {"cluster": rs.cluster}, 1.0)]
     children = [
         Child(rs.url(refresh=mode, duration_seconds="901", **kw, **TIMEOUTS), tmp_path, f"{mode}-{op}")
         for op, kw, _ in setups
