@@ -36,7 +36,7 @@ import botocore.parsers
 import botocore.session
 from botocore.config import Config
 
-from . import __version__
+from . import __version__, metrics
 from .config import AwsOptions, IamConfig, Service, Target
 from .credentials import DbCredentials
 from .errors import (
@@ -418,6 +418,7 @@ class AwsClients:
                 if config.db_groups:
                     params["DbGroups"] = list(config.db_groups)
         log.debug("calling %s for %s in %s", operation, target.describe(), self.region)
+        sent_at = time.time()  # a Date from before receiving is not skew: we were frozen in flight
         response = self._call(service, operation, params, target)
         received_at = time.time()
         if target.service is Service.SERVERLESS:
@@ -432,6 +433,7 @@ class AwsClients:
             server_date=_server_date(response),
             received_at=received_at,
             requested_duration=float(config.duration_seconds),
+            sent_at=sent_at,
         )
         return DbCredentials(
             user=user,
@@ -468,6 +470,7 @@ class AwsClients:
             )
         return str(address), int(port)
 
+    @metrics.timed_aws_call
     def _call(self, service: str, operation: str, params: Mapping[str, Any], target: Target) -> Any:
         """Call ``operation``; every failure becomes an :class:`AwsError` naming endpoint and region."""
         method = _SNAKE[operation]

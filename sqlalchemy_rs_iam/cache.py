@@ -68,7 +68,8 @@ def spawn_thread(target: Callable[[], None]) -> None:
 
 
 def run_inline(target: Callable[[], None]) -> None:
-    """Refresh on the caller's thread (``refresh=lazy``): no thread can be frozen mid-call."""
+    """Refresh on the caller's thread (``refresh=lazy``): no thread can be frozen mid-call, and the caller
+    that ran the refresh leaves with its result."""
     target()
 
 
@@ -155,7 +156,10 @@ class _SingleFlightCache(Generic[K, V]):
                         raise slot.error.with_traceback(slot.traceback)  # negative cache
                     flight = slot.flight = slot.flight or _Flight(stats)
             if found is not None:
-                return self._hand_out(key, found, fetch, stats, spawn)
+                value = self._hand_out(key, found, fetch, stats, spawn)
+                if value is not None:
+                    return value
+                continue  # a refresh run inline failed and the value went stale meanwhile: look again
             if mine:
                 return self._fetch(key, slot, flight, fetch)
             flight.done.wait()
@@ -198,6 +202,13 @@ class _SingleFlightCache(Generic[K, V]):
         with self._lock:
             return list(self._entries)
 
+    def time_left(self) -> list[tuple[K, float]]:
+        """``(key, seconds until its value is no longer served)`` for each key holding a value (read-only;
+        the metrics gauge)."""
+        with self._lock:
+            now = self._clock()
+            return [(k, e.serve_until - now) for k, e in self._entries.items() if e.value is not None]
+
     # internals
 
     def _touch_locked(self, key: K) -> _Entry[V] | None:
@@ -226,7 +237,9 @@ class _SingleFlightCache(Generic[K, V]):
         fetch: Callable[[], V],
         stats: CacheStats | None,
         spawn: Spawn | None,
-    ) -> V:
+    ) -> V | None:
+        """``value``, or what a refresh run inline just got; ``None`` if that failed and ``value`` is now
+        stale (the caller was frozen mid-refresh: never hand out what expired meanwhile)."""
         entry, value, refresh = found
         _count(stats, "hits")
         if refresh is not None:
@@ -235,10 +248,17 @@ class _SingleFlightCache(Generic[K, V]):
                 with contextlib.suppress(Exception):  # _finish records it, logs it and schedules a retry
                     self._fetch(key, entry, refresh, fetch)
 
+            runner = spawn or self._spawn
             try:
-                (spawn or self._spawn)(run)
+                runner(run)
             except Exception as exc:  # e.g. no new threads at interpreter shutdown: retry later
                 self._finish(key, entry, refresh, None, exc)
+            if runner is run_inline:
+                if refresh.result is not None:
+                    return refresh.result
+                with self._lock:
+                    if self._clock() >= entry.serve_until:
+                        return None
         return value
 
     def _fetch(self, key: K, entry: _Entry[V], flight: _Flight[V], fetch: Callable[[], V]) -> V:

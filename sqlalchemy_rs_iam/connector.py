@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Callable, Hashable
 from typing import Any, Literal, Protocol, TypeVar
 
+from . import metrics
 from .cache import CredentialCache, Spawn, TtlCache
 from .config import IamConfig, Target
 from .counters import CacheStats
@@ -207,6 +208,7 @@ class IamConnector:
         self._credential_scope = credential_scope(config)
         self._endpoint_scope = endpoint_scope(config)
         self._binding = self._bind(identify())  # a missing profile or region fails here, not at connect
+        metrics.bind(self.stats, config, self._binding.identity.region)
 
     def __repr__(self) -> str:
         b = self._binding
@@ -247,7 +249,12 @@ class IamConnector:
         config, clients, stats, store = self.config, self._clients, self.stats, self._store
 
         def fetch() -> DbCredentials:
-            return clients(who).fetch_credentials(config)
+            creds = clients(who).fetch_credentials(config)
+            if creds.expiration <= creds.fetched_at + self._credentials.policy.refetch_interval(creds):
+                # Answered while this process was frozen (SIGSTOP, AWS Lambda), expired before we read it.
+                log.info("credentials for %s expired in flight; fetching again", config.target.describe())
+                creds = clients(who).fetch_credentials(config)
+            return creds
 
         def resolve() -> tuple[str, int]:
             stats.incr("api_calls")

@@ -12,7 +12,10 @@ process-wide. Example::
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import ClassVar, Literal
+
+from . import metrics
 
 __all__ = ["CacheStats", "StatName", "after_fork"]
 
@@ -35,6 +38,7 @@ class CacheStats:
 
     def __init__(self) -> None:
         self.api_calls = self.hits = self.refreshes = self.failures = self.login_retries = 0
+        self.attributes: Mapping[str, str] | None = None  # metric attributes of the owner (metrics.bind)
 
     def incr(self, name: StatName, n: int = 1) -> None:
         """Add ``n`` to counter ``name`` (thread-safe)."""
@@ -42,6 +46,9 @@ class CacheStats:
             raise ValueError(f"unknown counter {name!r}")
         with _lock:
             setattr(self, name, getattr(self, name) + n)
+        recorder = metrics.ACTIVE
+        if recorder is not None:
+            recorder.stat(name, n, self.attributes)
 
     def snapshot(self) -> dict[str, int]:
         """A consistent copy of all counters."""

@@ -162,18 +162,26 @@ def local_times(
     server_date: float | None,
     received_at: float,
     requested_duration: float,
+    sent_at: float | None = None,
 ) -> tuple[float, float | None]:
     """AWS's ``expiration`` and ``nextRefreshTime`` on the local clock, shifted by the same correction.
 
     When AWS's ``Date`` and our clock agree within :data:`SKEW_TOLERANCE`, AWS's times hold as they are
-    (never beyond ``received_at + requested_duration``)::
+    (never beyond ``received_at + requested_duration``). With ``sent_at`` (when the request left), a
+    ``Date`` anywhere between sending and receiving counts as agreement: a process frozen while the call was
+    in flight (AWS Lambda, SIGSTOP) reads an old answer late, and its credential must keep its real expiry
+    rather than be taken for clock skew and stretched past it::
 
         >>> local_times(1900.0, 1800.0, server_date=1000.5, received_at=1000.0, requested_duration=900.0)
         (1900.0, 1800.0)
         >>> local_times(2900.0, 2800.0, server_date=2000.0, received_at=1000.0, requested_duration=900.0)
         (1900.0, 1800.0)
+        >>> local_times(1900.0, None, server_date=1000.0, received_at=2000.0, requested_duration=900.0,
+        ...             sent_at=999.0)  # frozen 1000 s in flight: expired on arrival, as it really is
+        (1900.0, None)
     """
-    if server_date is not None and abs(server_date - received_at) < SKEW_TOLERANCE:
+    low = received_at if sent_at is None else min(sent_at, received_at)
+    if server_date is not None and low - SKEW_TOLERANCE < server_date < received_at + SKEW_TOLERANCE:
         local_exp = min(expiration, received_at + requested_duration)  # AWS never issues longer than asked
     else:
         local_exp = local_expiration(

@@ -19,7 +19,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def run_example(name: str, url: str, env: dict[str, str]) -> str:
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / name), url],
-        env={**os.environ, **env},
+        env={
+            **os.environ,
+            **env,
+            "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")]),
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -100,3 +104,66 @@ def test_alembic_env_example_migrates_with_iam(
     assert len(rs.emulator.calls_for("GetCredentials")) == 1
     command.downgrade(cfg, "base")
     assert rs.sql("select count(*) from pg_tables where tablename = 'alembic_events'") == [(0,)]
+
+
+LAMBDA_INVOCATIONS = """
+import importlib.util, json, sys, types
+
+import sqlalchemy_rs_iam
+from sqlalchemy_rs_iam.cache import run_inline
+
+hooks = []
+runtime = types.ModuleType("snapshot_restore_py")  # what the Lambda Python runtime provides
+runtime.register_after_restore = lambda func, *args, **kwargs: hooks.append(func) or func
+sys.modules["snapshot_restore_py"] = runtime
+
+spec = importlib.util.spec_from_file_location("lambda_handler", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)  # the init phase (before the snapshot, with SnapStart)
+assert hooks == [module.after_restore], hooks
+assert sqlalchemy_rs_iam.connector_for(module.engine)._spawn is run_inline  # refresh=auto is lazy here
+first = module.handler({}, None)
+for hook in hooks:  # restored from the snapshot
+    hook()
+second = module.handler({"region": "us-east-1"}, None)
+print(json.dumps({"first": first, "second": second, "stats": dict(sqlalchemy_rs_iam.stats(module.engine))}))
+"""
+
+
+def test_lambda_handler_example_under_a_simulated_lambda_runtime(rs_standin_clean: RedshiftStandIn) -> None:
+    """Imported as Lambda imports it (AWS_LAMBDA_FUNCTION_NAME set, snapshot_restore_py present): lazy
+    refresh, the after-restore hook registered, and a restore makes the next invocation fetch anew."""
+    import json
+
+    rs = rs_standin_clean
+    root = EXAMPLES.parent
+    env = {
+        **os.environ,
+        **rs.aws_env(),
+        "AWS_LAMBDA_FUNCTION_NAME": "rs-iam-example",
+        "RS_IAM_URL": rs.url(),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", LAMBDA_INVOCATIONS, str(EXAMPLES / "lambda_handler.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out["first"]["body"]) == [
+        {"region": "eu-west-1", "total": 250.5},
+        {"region": "us-east-1", "total": 175.25},
+    ]
+    assert json.loads(out["second"]["body"]) == [{"region": "us-east-1", "total": 175.25}]
+    assert len(rs.emulator.calls_for("GetCredentials")) == 2  # reset() after the restore: fetched anew
+    assert out["stats"]["login_retries"] == 0 and out["stats"]["failures"] == 0
+
+
+def test_lambda_handler_example_runs_without_the_lambda_runtime(rs_standin_clean: RedshiftStandIn) -> None:
+    rs = rs_standin_clean
+    out = run_example("lambda_handler.py", rs.url(), rs.aws_env())
+    assert "175.25" in out and "250.5" in out
+    assert len(rs.emulator.calls_for("GetCredentials")) == 2  # after_restore() between the two invocations

@@ -740,10 +740,8 @@ def test_lazy_refresh_runs_on_the_callers_thread_once_and_others_are_served_mean
 
     second = cache.get("k", recording_fetch, stats, spawn=run_inline)
     assert threads_seen == [threading.get_ident()]  # refreshed right here
-    assert second is first  # this caller is served the valid credential it had ...
-    assert (
-        cache.get("k", recording_fetch, stats, spawn=run_inline) is fetch.issued[-1]
-    )  # ... then the new one
+    assert second is fetch.issued[-1] and second is not first  # the caller that refreshed gets the new one
+    assert cache.get("k", recording_fetch, stats, spawn=run_inline) is second  # and so does the next
     assert len(fetch.calls) == 2
 
 
@@ -772,3 +770,31 @@ def test_refresh_mode_auto_is_lazy_in_lambda_only():
     assert refresh_spawn(cfg("auto"), {"AWS_LAMBDA_FUNCTION_NAME": "f"}) is run_inline
     assert refresh_spawn(cfg("lazy"), {}) is run_inline
     assert refresh_spawn(cfg("background"), {"AWS_LAMBDA_FUNCTION_NAME": "f"}) is None
+
+
+def test_lazy_refresh_that_fails_after_the_caller_was_frozen_never_hands_out_the_stale_value():
+    from sqlalchemy_rs_iam.cache import run_inline
+    from sqlalchemy_rs_iam.errors import ServiceUnavailableError
+
+    clock = FakeClock()
+    cache = CredentialCache(clock=clock, spawn=lambda fn: pytest.fail("no thread"))
+    fetch = Fetcher(clock)
+    cache.get("k", fetch, spawn=run_inline)
+    clock.advance(700)  # refresh due: this caller runs it inline ...
+
+    def frozen_then_failing():
+        clock.advance(2 * 900)  # ... is frozen mid-call past the expiry, and the call then fails
+        raise ServiceUnavailableError("timed out", operation="GetCredentials", resource="wg", region="r")
+
+    with pytest.raises(ServiceUnavailableError):
+        cache.get("k", frozen_then_failing, spawn=run_inline)  # not the credential that expired meanwhile
+
+
+def test_time_left_lists_each_served_key_with_seconds_until_it_goes_stale():
+    clock = FakeClock()
+    cache = CredentialCache(clock=clock)
+    cache.get("a", Fetcher(clock))
+    clock.advance(100)
+    assert cache.time_left() == [("a", 740.0)]  # stale mark 840 s after the fetch
+    clock.advance(800)
+    assert cache.time_left() == [("a", -60.0)]

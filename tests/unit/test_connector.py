@@ -316,3 +316,21 @@ def test_keys_differ_by_identity_and_by_any_config_field_but_not_by_host() -> No
         {"workgroup": "analytics", "region": "us-east-1"}, database="dev", host="wg.example", port=5439
     )
     assert world.connector().credential_key == a  # where to connect does not change what AWS issues
+
+
+def test_a_credential_that_expired_in_flight_is_fetched_again_once():
+    world = World()
+    aws = world.clients(world.identify())
+    real = aws.fetch_credentials
+    stale_first = [True]
+
+    def answered_while_frozen(config: IamConfig) -> DbCredentials:
+        creds = real(config)
+        if stale_first.pop() if stale_first else False:  # issued, then read 1000 s later: expired
+            return DbCredentials(creds.user, creds.password, creds.fetched_at - 100, None, creds.fetched_at)
+        return creds
+
+    aws.fetch_credentials = answered_while_frozen  # type: ignore[method-assign]
+    creds = world.connector().credentials()
+    assert creds.expiration > time.time() + 800
+    assert world.calls("GetCredentials") == 2

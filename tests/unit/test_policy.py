@@ -141,6 +141,13 @@ def test_local_times_shift_expiration_and_next_refresh_by_the_same_skew(skew):
     assert nxt == pytest.approx(T0 + 600)
 
 
+def test_local_times_a_date_between_sending_and_receiving_is_not_skew():
+    # Sent at T0, frozen 600 s while AWS answered at T0 + 1 (a 900 s credential): read at T0 + 600.
+    late = {"server_date": T0 + 1, "received_at": T0 + 600, "requested_duration": 900.0}
+    assert local_times(T0 + 901, None, sent_at=T0, **late) == (T0 + 901, None)  # its real expiry
+    assert local_times(T0 + 901, None, **late)[0] == pytest.approx(T0 + 600 + 900)  # without sent_at: skew
+
+
 def test_local_times_without_next_refresh():
     assert local_times(T0 + 900, None, server_date=None, received_at=T0, requested_duration=900.0) == (
         T0 + 900,
