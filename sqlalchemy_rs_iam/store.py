@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -46,6 +45,11 @@ from typing import Any
 from .credentials import DbCredentials
 from .errors import ConfigurationError
 from .policy import Clock, RefreshPolicy
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: cache=host is refused when asked for
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["HostStore", "StoredEntry", "default_cache_dir", "key_name"]
 
@@ -109,6 +113,8 @@ class HostStore:
     """The host cache directory of this OS user. One per directory per process (the registry's)."""
 
     def __init__(self, directory: Path, *, clock: Clock = time.time, wait: float = 30.0) -> None:
+        if fcntl is None:  # pragma: no cover - Windows
+            raise ConfigurationError("cache", "cache=host needs a POSIX system (flock locks); use cache=process")
         self.directory = directory
         self._clock = clock
         self.wait = wait
