@@ -269,6 +269,8 @@ class Registry:
         self.identities.after_fork()
         for clients in self._clients.values():
             clients.after_fork()
+        for store in self._stores.values():
+            store.after_fork()
         for state in list(self._sessions.values()):
             for clients in state.clients.values():
                 clients.after_fork()

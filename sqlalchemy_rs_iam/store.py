@@ -129,6 +129,10 @@ class HostStore:
     def __repr__(self) -> str:
         return f"<HostStore {self.directory}>"
 
+    def after_fork(self) -> None:
+        """In a forked child: a new lock. Held flock locks are the parent's; the child opens its own."""
+        self._sweep_lock = threading.Lock()
+
     def _ensure_directory(self) -> None:
         d = self.directory
         try:
