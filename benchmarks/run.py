@@ -777,7 +777,7 @@ def render(res: dict[str, Any]) -> str:
         f"barrier. Left: {res['sizes']['cold_full']} threads each open a real connection. Right: "
         f"{res['sizes']['cold_steps']} threads each run the credential step only (PostgreSQL is not the subject; "
         "`GetWorkgroup` is the plugin resolving the workgroup's endpoint once: the other contenders were given "
-        "host:port, so the plugin's cold first connect makes two sequential AWS round trips). Ideal: 1 "
+        "host:port, so the plugin's cold first connect makes two AWS calls, which it runs concurrently). Ideal: 1 "
         "GetCredentials.\n")  # fmt: skip
     nf, ns = res["sizes"]["cold_full"], res["sizes"]["cold_steps"]
     add(f"| contender | {nf} connects: GetCredentials | other calls | failed | p50 / max ms "
