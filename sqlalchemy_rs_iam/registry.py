@@ -150,41 +150,33 @@ class Registry:
 
     def _make_connector(self, config: IamConfig, session: Any, *, strong: bool) -> IamConnector:
         options = config.aws
-        spawn = refresh_spawn(config)
-        store = self.host_store(config) if config.cache == "host" else None
+        identify: Callable[[], Identity]
+        clients: Callable[[Identity], AwsApi]
         if session is None:
-            return IamConnector(
-                config,
-                identify=lambda: self.identities.identify(options),
-                clients=lambda who: self.clients(who, options),
-                credentials=self.credentials,
-                endpoints=self.endpoints,
-                budget=self.budget,
-                spawn=spawn,
-                store=store,
-            )
-        serial = self._state_of(session).serial
-        ref = weakref.ref(session)
-        kept = session if strong else None  # an engine keeps its session alive; connect() does not
+            identify = lambda: self.identities.identify(options)  # noqa: E731
+            clients = lambda who: self.clients(who, options)  # noqa: E731
+        else:
+            serial = self._state_of(session).serial
+            ref = weakref.ref(session)
+            kept = session if strong else None  # an engine keeps its session alive; connect() does not
 
-        def live_session() -> Any:
-            alive = kept if kept is not None else ref()
-            if alive is None:  # only reachable through a connector whose session was dropped
-                raise ValueError("the boto3 session this connector was made for no longer exists")
-            return alive
+            def live_session() -> Any:
+                alive = kept if kept is not None else ref()
+                if alive is None:  # only reachable through a connector whose session was dropped
+                    raise ValueError("the boto3 session this connector was made for no longer exists")
+                return alive
 
-        def identify() -> Identity:
-            return self.identities.for_session(options, serial, live_session().region_name)
-
+            identify = lambda: self.identities.for_session(options, serial, live_session().region_name)  # noqa: E731
+            clients = lambda who: self.clients(who, options, live_session())  # noqa: E731
         return IamConnector(
             config,
             identify=identify,
-            clients=lambda who: self.clients(who, options, live_session()),
+            clients=clients,
             credentials=self.credentials,
             endpoints=self.endpoints,
             budget=self.budget,
-            spawn=spawn,
-            store=store,
+            spawn=refresh_spawn(config),
+            store=self.host_store(config) if config.cache == "host" else None,
         )
 
     def host_store(self, config: IamConfig | None = None) -> HostStore:
