@@ -524,7 +524,9 @@ def _heavy_modules() -> str:
 
 def _key(i: int, target: Any) -> CacheKey:
     config = parse_config({"workgroup": target.workgroup, "region": "us-east-1"}, database=f"db{i:06d}")
-    return CacheKey("profile:default:AKIAEXAMPLEKEY000001#0123456789abcdef", "us-east-1", credential_scope(config))
+    return CacheKey(
+        "profile:default:AKIAEXAMPLEKEY000001#0123456789abcdef", "us-east-1", credential_scope(config)
+    )
 
 
 def _creds(now: float) -> DbCredentials:

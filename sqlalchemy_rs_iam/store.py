@@ -114,7 +114,9 @@ class HostStore:
 
     def __init__(self, directory: Path, *, clock: Clock = time.time, wait: float = 30.0) -> None:
         if fcntl is None:  # pragma: no cover - Windows
-            raise ConfigurationError("cache", "cache=host needs a POSIX system (flock locks); use cache=process")
+            raise ConfigurationError(
+                "cache", "cache=host needs a POSIX system (flock locks); use cache=process"
+            )
         self.directory = directory
         self._clock = clock
         self.wait = wait
