@@ -41,14 +41,15 @@ from typing import Generic, TypeVar
 from .counters import CacheStats, StatName
 from .credentials import DbCredentials
 from .policy import DEFAULT_POLICY, Clock, RefreshPolicy
+from .refresh import Background, Lazy, RefreshStrategy, Spawn, as_strategy, spawn_thread
 
-__all__ = ["CredentialCache", "Spawn", "TtlCache", "run_inline", "spawn_thread"]
+__all__ = ["CredentialCache", "Refresh", "Spawn", "TtlCache", "run_inline", "spawn_thread"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-#: Runs a refresh: must run each callable exactly once, soon. Until it has run, the key counts as being
-#: fetched (callers needing a fresh value wait for it).
-Spawn = Callable[[Callable[[], None]], None]
+#: How a refresh runs: a strategy (:mod:`~sqlalchemy_rs_iam.refresh`), or a bare spawn function (background
+#: refreshes run by it). Until it has run, the key counts as being fetched.
+Refresh = RefreshStrategy | Spawn
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,8 @@ def _count(stats: CacheStats | None, name: StatName) -> None:
         stats.incr(name)
 
 
-def spawn_thread(target: Callable[[], None]) -> None:
-    """Refresh in the background, on a daemon thread (``refresh=background``)."""
-    threading.Thread(target=target, name="rs-iam-refresh", daemon=True).start()
-
-
-def run_inline(target: Callable[[], None]) -> None:
-    """Refresh on the caller's thread (``refresh=lazy``): no thread can be frozen mid-call, and the caller
-    that ran the refresh leaves with its result."""
-    target()
+#: The lazy strategy, under the name earlier versions gave it (``spawn=run_inline``).
+run_inline = Lazy()
 
 
 class _Flight(Generic[V]):
@@ -117,13 +111,13 @@ class _SingleFlightCache(Generic[K, V]):
     """Keyed cache with single-flight fetches; subclasses say how long a value is served (``_windows``)."""
 
     def __init__(
-        self, *, clock: Clock, max_entries: int, spawn: Spawn | None, rng: random.Random | None
+        self, *, clock: Clock, max_entries: int, spawn: Refresh | None, rng: random.Random | None
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._clock = clock
         self._max_entries = max_entries
-        self._spawn = spawn if spawn is not None else spawn_thread
+        self._refresh = as_strategy(spawn, Background())
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 (jitter, not crypto)
         self._lock = threading.Lock()  # guards _entries and every _Entry; never held while fetching
         self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()  # least recently used first
@@ -136,13 +130,13 @@ class _SingleFlightCache(Generic[K, V]):
     # public API
 
     def get(
-        self, key: K, fetch: Callable[[], V], stats: CacheStats | None = None, spawn: Spawn | None = None
+        self, key: K, fetch: Callable[[], V], stats: CacheStats | None = None, spawn: Refresh | None = None
     ) -> V:
         """The cached value for ``key``, or the result of ``fetch()`` (called once however many callers wait).
 
         Raises what ``fetch`` raised, also to the callers that waited for it, and for a short while after
         (negative cache) without calling ``fetch`` again. ``spawn`` overrides how a refresh this call starts
-        is run (:func:`run_inline` for ``refresh=lazy``).
+        is run (:class:`~sqlalchemy_rs_iam.refresh.Lazy` for ``refresh=lazy``).
         """
         while True:
             with self._lock:
@@ -170,12 +164,13 @@ class _SingleFlightCache(Generic[K, V]):
                 return flight.result
 
     def peek(
-        self, key: K, fetch: Callable[[], V], stats: CacheStats | None = None, spawn: Spawn | None = None
+        self, key: K, fetch: Callable[[], V], stats: CacheStats | None = None, spawn: Refresh | None = None
     ) -> V | None:
         """Like :meth:`get` but never blocks: the cached value (perhaps starting a background refresh with
         ``fetch``), or ``None`` when :meth:`get` would have to fetch, wait or raise -- or, when refreshes
-        run inline (``spawn=run_inline``), when a refresh is due (the caller then refreshes off its loop)."""
-        inline = (spawn or self._spawn) is run_inline
+        run inline (:class:`~sqlalchemy_rs_iam.refresh.Lazy`), when a refresh is due (the caller then
+        refreshes off its loop)."""
+        inline = as_strategy(spawn, self._refresh).inline
         with self._lock:
             now = self._clock()
             entry = self._touch_locked(key)
@@ -236,7 +231,7 @@ class _SingleFlightCache(Generic[K, V]):
         found: tuple[_Entry[V], V, _Flight[V] | None],
         fetch: Callable[[], V],
         stats: CacheStats | None,
-        spawn: Spawn | None,
+        spawn: Refresh | None,
     ) -> V | None:
         """``value``, or what a refresh run inline just got; ``None`` if that failed and ``value`` is now
         stale (the caller was frozen mid-refresh: never hand out what expired meanwhile)."""
@@ -248,12 +243,12 @@ class _SingleFlightCache(Generic[K, V]):
                 with contextlib.suppress(Exception):  # _finish records it, logs it and schedules a retry
                     self._fetch(key, entry, refresh, fetch)
 
-            runner = spawn or self._spawn
+            strategy = as_strategy(spawn, self._refresh)
             try:
-                runner(run)
+                strategy.run(run)
             except Exception as exc:  # e.g. no new threads at interpreter shutdown: retry later
                 self._finish(key, entry, refresh, None, exc)
-            if runner is run_inline:
+            if strategy.inline:
                 if refresh.result is not None:
                     return refresh.result
                 with self._lock:
@@ -394,7 +389,7 @@ class CredentialCache(_SingleFlightCache[K, DbCredentials]):
         clock: Clock = time.time,
         policy: RefreshPolicy = DEFAULT_POLICY,
         max_entries: int = 1024,
-        spawn: Spawn | None = None,
+        spawn: Refresh | None = None,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(clock=clock, max_entries=max_entries, spawn=spawn, rng=rng)

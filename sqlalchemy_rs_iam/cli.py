@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     cache_list = cache_sub.add_parser("list", help="show the entries")
     cache_list.add_argument("--json", action="store_true", help="print a JSON array")
-    cache_sub.add_parser("clear", help="delete every entry")
+    cache_sub.add_parser("clear", help="delete every entry (lock files held by a running process stay)")
 
     sub.add_parser(
         "standin",
@@ -537,18 +537,30 @@ def cmd_cache(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         out.write(f"cleared {store.clear()} entries from {store.directory}\n")
         return EXIT_OK
     now = time.time()
+    listed = store.entries()
     entries = [
         {"name": e.name, "kind": e.kind, "description": e.description, "expires": _iso(e.expires_at),
          "expires_in_s": round(e.expires_at - now), "age_s": round(now - e.written_at)}
-        for e in store.entries()
+        for e in listed if e.problem is None
     ]  # fmt: skip
+    bad = [{"name": e.name, "problem": e.problem} for e in listed if e.problem is not None]
     if args.json:
         out.write(json.dumps(entries) + "\n")
+        for b in bad:
+            err.write(
+                f"unusable entry {b['name']}.json: {b['problem']} (ignored; `rs-iam cache clear` deletes it)\n"
+            )
         return EXIT_OK
-    err.write(f"{len(entries)} entries in {store.directory}\n")
+    err.write(
+        f"{len(entries)} entries in {store.directory}" + (f", {len(bad)} unusable" if bad else "") + "\n"
+    )
     for e in entries:
         out.write(f"{str(e['name'])[:12]}  {e['kind']:<11} expires in {e['expires_in_s']:>5} s  age {e['age_s']:>5} s  "
                   f"{e['description']}\n")  # fmt: skip
+    for b in bad:
+        out.write(
+            f"{str(b['name'])[:12]}  UNUSABLE    {b['problem']} (ignored; `rs-iam cache clear` deletes it)\n"
+        )
     return EXIT_OK
 
 

@@ -9,7 +9,7 @@ for forced refreshes and the counters of its owner. The adapters get them from t
         config,
         identify=lambda: Identity("test", "a test identity", "us-east-1"),
         clients=lambda identity: FakeAws(),            # fetch_credentials(config), resolve_endpoint(target)
-        credentials=CredentialCache(), endpoints=TtlCache(),
+        credentials=CredentialCache(), endpoints=TtlCache(),   # or tier=HostTier(ProcessTier(...), store)
         budget=ForcedRefreshBudget(clock=time.monotonic),
     )
     conn = connector.connect(lambda host, port, creds: redshift_connector.connect(
@@ -31,13 +31,14 @@ from collections.abc import Callable, Hashable
 from typing import Any, Literal, Protocol, TypeVar
 
 from . import metrics
-from .cache import CredentialCache, Spawn, TtlCache
+from .cache import CredentialCache, TtlCache
 from .config import IamConfig, Target
 from .counters import CacheStats
 from .credentials import DbCredentials
 from .identity import Identity
 from .policy import ForcedRefreshBudget
-from .store import HostStore, key_name
+from .refresh import RefreshMode, RefreshStrategy
+from .tiers import Address, ProcessTier, Source, Tier
 
 __all__ = ["AwsApi", "CacheKey", "IamConnector", "classify_connect_error"]
 
@@ -97,14 +98,8 @@ class _Binding:
     identity: Identity
     credential_key: CacheKey
     endpoint_key: CacheKey
-    fetch: Callable[[], DbCredentials]
-    resolve: Callable[[], tuple[str, int]]
-    forget_credentials: Callable[[DbCredentials], None]  # in the host cache, if any
-    forget_endpoint: Callable[[], None]
-
-
-def _nothing(*_: object) -> None:
-    return None
+    credential_source: Source[DbCredentials]  # the tier's handle on the key and its AWS call
+    endpoint_source: Source[Address]
 
 
 ConnectErrorKind = Literal["auth", "network"]
@@ -189,21 +184,24 @@ class IamConnector:
         *,
         identify: Callable[[], Identity],
         clients: Callable[[Identity], AwsApi],
-        credentials: CredentialCache[CacheKey],
-        endpoints: TtlCache[CacheKey, tuple[str, int]],
         budget: ForcedRefreshBudget[Hashable],
+        tier: Tier | None = None,
+        credentials: CredentialCache[Any] | None = None,
+        endpoints: TtlCache[Any, tuple[str, int]] | None = None,
+        refresh: RefreshStrategy | None = None,
         stats: CacheStats | None = None,
-        spawn: Spawn | None = None,
-        store: HostStore | None = None,
     ) -> None:
         self.config = config
-        self._spawn = spawn  # how refreshes run: None = the cache's default (a background thread)
-        self._store = store  # cache=host: the host cache behind the process caches
+        if tier is None:  # the process tier over the given caches (unit tests, benchmarks)
+            tier = ProcessTier(
+                CredentialCache() if credentials is None else credentials,  # (an empty cache is falsy)
+                TtlCache() if endpoints is None else endpoints,
+                refresh,
+            )
+        self._tier = tier
         self.stats = stats if stats is not None else CacheStats()
         self._identify = identify
         self._clients = clients
-        self._credentials = credentials
-        self._endpoints = endpoints
         self._budget = budget
         self._credential_scope = credential_scope(config)
         self._endpoint_scope = endpoint_scope(config)
@@ -228,6 +226,11 @@ class IamConnector:
     def credential_key(self) -> CacheKey:
         return self._binding.credential_key
 
+    @property
+    def refresh_mode(self) -> RefreshMode:
+        """How refreshes run: ``background`` (a thread) or ``lazy`` (on the caller's thread)."""
+        return self._tier.refresh_mode
+
     def aws(self) -> AwsApi:
         """The AWS clients calls go through now (they sign as :attr:`identity`)."""
         return self._clients(self._binding.identity)
@@ -246,11 +249,11 @@ class IamConnector:
         return self._binding
 
     def _bind(self, who: Identity) -> _Binding:
-        config, clients, stats, store = self.config, self._clients, self.stats, self._store
+        config, clients, stats, tier = self.config, self._clients, self.stats, self._tier
 
         def fetch() -> DbCredentials:
             creds = clients(who).fetch_credentials(config)
-            if creds.expiration <= creds.fetched_at + self._credentials.policy.refetch_interval(creds):
+            if creds.expiration <= creds.fetched_at + tier.policy.refetch_interval(creds):
                 # Answered while this process was frozen (SIGSTOP, AWS Lambda), expired before we read it.
                 log.info("credentials for %s expired in flight; fetching again", config.target.describe())
                 creds = clients(who).fetch_credentials(config)
@@ -262,52 +265,39 @@ class IamConnector:
 
         credential_key = CacheKey(who.key, who.region, self._credential_scope)
         endpoint_key = CacheKey(who.key, who.region, self._endpoint_scope)
-        if store is None:
-            return _Binding(who, credential_key, endpoint_key, fetch, resolve, _nothing, _nothing)
-
-        # cache=host: the process caches stay in front; behind them, the host cache of this OS user.
-        cred_name = key_name("credentials", who.key, who.region, self._credential_scope)
-        end_name = key_name("endpoint", who.key, who.region, self._endpoint_scope)
-        where = f"{config.target.describe()} in {who.region}"
-        cred_text = f"credentials: {where}, database {config.database!r}, as {who.label}"
-        end_text = f"endpoint: {where}, as {who.label}"
-        policy, ttl = self._credentials.policy, self._endpoints.ttl
-
-        def host_fetch() -> DbCredentials:
-            return store.credentials(cred_name, cred_text, fetch, policy)
-
-        def host_resolve() -> tuple[str, int]:
-            return store.endpoint(end_name, end_text, resolve, ttl)
-
-        def forget_credentials(refused: DbCredentials) -> None:
-            store.forget_credentials(cred_name, refused)
-
-        def forget_endpoint() -> None:
-            store.forget_endpoint(end_name)
-
+        where = f"{config.target.describe()} in {who.region}"  # secret-free: what `rs-iam cache list` shows
         return _Binding(
-            who, credential_key, endpoint_key, host_fetch, host_resolve, forget_credentials, forget_endpoint
+            who,
+            credential_key,
+            endpoint_key,
+            tier.credential_source(
+                credential_key,
+                fetch,
+                f"credentials: {where}, database {config.database!r}, as {who.label}",
+                stats,
+            ),
+            tier.endpoint_source(endpoint_key, resolve, f"endpoint: {where}, as {who.label}", stats),
         )
 
     # --- credentials and endpoint ---------------------------------------------------------------------------
 
     def credentials(self) -> DbCredentials:
         """Cached credentials, fetched or refreshed as the time policy says (may block on AWS)."""
-        b = self._binding
-        found = self._credentials.peek(b.credential_key, b.fetch, self.stats, self._spawn)
+        found = self._tier.credentials(self._binding.credential_source, self.stats, block=False)
         if found is not None:
             return found
         b = self._rebind()  # a cold entry sees the AWS configuration as it is now
-        return self._credentials.get(b.credential_key, b.fetch, self.stats, self._spawn)
+        creds = self._tier.credentials(b.credential_source, self.stats, block=True)
+        assert creds is not None  # a blocking call returns a value or raises
+        return creds
 
     def cached_credentials(self) -> DbCredentials | None:
         """Credentials if they can be had without blocking (for event loops); else None."""
-        b = self._binding
-        return self._credentials.peek(b.credential_key, b.fetch, self.stats, self._spawn)
+        return self._tier.credentials(self._binding.credential_source, self.stats, block=False)
 
     def invalidate(self, credentials: DbCredentials | None = None) -> None:
-        """Drop the cached credential (only if it is still ``credentials``, when given)."""
-        self._credentials.invalidate(self._binding.credential_key, credentials)
+        """Drop the cached credential (only if it is still ``credentials``, when given), in every tier."""
+        self._tier.refused(self._binding.credential_source, credentials, self.stats)
 
     @property
     def needs_lookup(self) -> bool:
@@ -319,11 +309,10 @@ class IamConnector:
         c = self.config
         if c.host is not None:
             return c.host, c.port or 5439
-        b = self._binding
-        found = self._endpoints.peek(b.endpoint_key, b.resolve)
+        found = self._tier.endpoint(self._binding.endpoint_source, self.stats, block=False)
         if found is None:
-            b = self._rebind()
-            found = self._endpoints.get(b.endpoint_key, b.resolve)
+            found = self._tier.endpoint(self._rebind().endpoint_source, self.stats, block=True)
+            assert found is not None
         return found[0], c.port or found[1]
 
     def cached_endpoint(self) -> tuple[str, int] | None:
@@ -331,8 +320,7 @@ class IamConnector:
         c = self.config
         if c.host is not None:
             return c.host, c.port or 5439
-        b = self._binding
-        found = self._endpoints.peek(b.endpoint_key, b.resolve)
+        found = self._tier.endpoint(self._binding.endpoint_source, self.stats, block=False)
         return None if found is None else (found[0], c.port or found[1])
 
     def _both(self) -> tuple[tuple[str, int], DbCredentials]:
@@ -356,10 +344,11 @@ class IamConnector:
                 raise failed[0]
         return found[0], creds
 
-    def _may_replace(self, key: CacheKey, refused: DbCredentials) -> bool:
+    def _may_replace(self, b: _Binding, refused: DbCredentials) -> bool:
         """A refused credential that is still cached costs a forced refresh from the budget; one already
         replaced by another caller (concurrent refusals of the same password) is retried for free."""
-        if not self._credentials.holds(key, refused):
+        key = b.credential_key
+        if not self._tier.holds(b.credential_source, refused):
             return True
         if self._budget.take(("login", key)):
             return True
@@ -414,19 +403,17 @@ class IamConnector:
         except Exception as exc:
             kind = classify_connect_error(exc)
             b = self._binding
-            if kind == "auth" and self._may_replace(b.credential_key, creds):
+            if kind == "auth" and self._may_replace(b, creds):
                 log.info(
                     "login as %s to %s refused; retrying once with new credentials",
                     creds.user,
                     self.config.target.describe(),
                 )
                 self.stats.incr("login_retries")
-                self._credentials.invalidate(b.credential_key, creds)
-                b.forget_credentials(creds)
+                self._tier.refused(b.credential_source, creds, self.stats)
                 return open_(host, port, run(self.credentials))
             if kind == "network" and self.needs_lookup and self._budget.take(("lookup", b.endpoint_key)):
-                self._endpoints.invalidate(b.endpoint_key)
-                b.forget_endpoint()
+                self._tier.unreachable(b.endpoint_source)
                 new_host, new_port = run(self.endpoint)
                 if (new_host, new_port) != (host, port):
                     log.info(

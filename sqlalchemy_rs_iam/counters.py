@@ -19,7 +19,7 @@ from . import metrics
 
 __all__ = ["CacheStats", "StatName", "after_fork"]
 
-StatName = Literal["api_calls", "hits", "refreshes", "failures", "login_retries"]
+StatName = Literal["api_calls", "hits", "refreshes", "failures", "login_retries", "host_errors"]
 
 # One lock for every CacheStats: increments are rare and tiny. The registry's fork hook calls after_fork().
 _lock = threading.Lock()
@@ -31,13 +31,17 @@ class CacheStats:
     ``api_calls`` (AWS calls started on its behalf, background refreshes included), ``hits`` (served without
     a fetch on the caller's thread, including callers that waited for another caller's fetch),
     ``refreshes`` (fetches that replaced a cached value), ``failures`` (fetches that raised),
-    ``login_retries`` (refused logins retried with new credentials).
+    ``login_retries`` (refused logins retried with new credentials), ``host_errors`` (``cache=host``: store
+    errors -- an unusable entry, a failed write, a lock not had -- each of which made an entry absent).
     """
 
-    NAMES: ClassVar[tuple[StatName, ...]] = ("api_calls", "hits", "refreshes", "failures", "login_retries")
+    NAMES: ClassVar[tuple[StatName, ...]] = (
+        "api_calls", "hits", "refreshes", "failures", "login_retries", "host_errors",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.api_calls = self.hits = self.refreshes = self.failures = self.login_retries = 0
+        self.host_errors = 0
         self.attributes: Mapping[str, str] | None = None  # metric attributes of the owner (metrics.bind)
 
     def incr(self, name: StatName, n: int = 1) -> None:

@@ -69,6 +69,11 @@ _STAT_INSTRUMENTS = {
     "refreshes": ("rs_iam.credential.refreshes", "{fetch}", "fetches that replaced a cached credential"),
     "failures": ("rs_iam.credential.failures", "{fetch}", "credential fetches that raised"),
     "login_retries": ("rs_iam.login.retries", "{login}", "refused logins retried with new credentials"),
+    "host_errors": (
+        "rs_iam.host_cache.errors",
+        "{error}",
+        "host cache errors, each of which made an entry absent (the connect went on through AWS)",
+    ),
 }
 _THROTTLE_CODES = ("RequestLimitExceeded", "TooManyRequestsException")
 

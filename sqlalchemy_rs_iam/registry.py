@@ -34,13 +34,15 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import counters
-from .cache import CredentialCache, Spawn, TtlCache, run_inline
+from .cache import CredentialCache, TtlCache
 from .config import AwsOptions, IamConfig
 from .connector import AwsApi, CacheKey, IamConnector
 from .counters import CacheStats
 from .identity import Identity, IdentityResolver
 from .policy import ForcedRefreshBudget
+from .refresh import RefreshStrategy, strategy_for
 from .store import HostStore, default_cache_dir
+from .tiers import HostTier, ProcessTier, Tier
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -83,16 +85,13 @@ class _Lru(Generic[K, V]):
         return len(self._items)
 
 
-def refresh_spawn(config: IamConfig, environ: Mapping[str, str] = os.environ) -> Spawn | None:
-    """How this configuration's refreshes run: ``None`` (a background thread) or :func:`run_inline`.
+def refresh_strategy(config: IamConfig, environ: Mapping[str, str] = os.environ) -> RefreshStrategy:
+    """How this configuration's refreshes run, chosen once: ``Background()`` or ``Lazy()``.
 
     ``refresh=auto`` is lazy inside AWS Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set), where the environment is
     frozen between invocations and a background thread may be frozen mid-call; background elsewhere.
     """
-    mode = config.refresh
-    if mode == "auto":
-        mode = "lazy" if environ.get("AWS_LAMBDA_FUNCTION_NAME") else "background"
-    return run_inline if mode == "lazy" else None
+    return strategy_for(config.refresh, environ)
 
 
 class _SessionState:
@@ -169,15 +168,14 @@ class Registry:
             identify = lambda: self.identities.for_session(options, serial, live_session().region_name)  # noqa: E731
             clients = lambda who: self.clients(who, options, live_session())  # noqa: E731
         return IamConnector(
-            config,
-            identify=identify,
-            clients=clients,
-            credentials=self.credentials,
-            endpoints=self.endpoints,
-            budget=self.budget,
-            spawn=refresh_spawn(config),
-            store=self.host_store(config) if config.cache == "host" else None,
+            config, identify=identify, clients=clients, budget=self.budget, tier=self.tier(config)
         )
+
+    def tier(self, config: IamConfig) -> Tier:
+        """The process tier with this configuration's refresh strategy; for ``cache=host`` wrapped by the
+        host tier (whose directory is checked here: an unsafe one raises ``ConfigurationError``)."""
+        process = ProcessTier(self.credentials, self.endpoints, refresh_strategy(config))
+        return HostTier(process, self.host_store(config)) if config.cache == "host" else process
 
     def host_store(self, config: IamConfig | None = None) -> HostStore:
         """The host cache (``cache=host``) of this OS user; its directory is checked when first opened."""

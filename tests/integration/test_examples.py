@@ -110,7 +110,6 @@ LAMBDA_INVOCATIONS = """
 import importlib.util, json, sys, types
 
 import sqlalchemy_rs_iam
-from sqlalchemy_rs_iam.cache import run_inline
 
 hooks = []
 runtime = types.ModuleType("snapshot_restore_py")  # what the Lambda Python runtime provides
@@ -121,7 +120,7 @@ spec = importlib.util.spec_from_file_location("lambda_handler", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)  # the init phase (before the snapshot, with SnapStart)
 assert hooks == [module.after_restore], hooks
-assert sqlalchemy_rs_iam.connector_for(module.engine)._spawn is run_inline  # refresh=auto is lazy here
+assert sqlalchemy_rs_iam.connector_for(module.engine).refresh_mode == "lazy"  # refresh=auto is lazy here
 first = module.handler({}, None)
 for hook in hooks:  # restored from the snapshot
     hook()

@@ -118,7 +118,7 @@ def test_hit_and_miss_counts():
     cache, clock, _ = make()
     fetch, stats = Fetcher(clock), CacheStats()
     first = cache.get("k", fetch, stats)
-    assert stats.snapshot() == {"api_calls": 1, "hits": 0, "refreshes": 0, "failures": 0, "login_retries": 0}
+    assert stats.snapshot() == {"api_calls": 1, "hits": 0, "refreshes": 0, "failures": 0, "login_retries": 0, "host_errors": 0}
     for _ in range(5):
         clock.advance(10)
         assert cache.get("k", fetch, stats) is first
@@ -213,7 +213,7 @@ def test_background_refresh_serves_old_credential_meanwhile():
     pending.run_all()
     new = cache.get("k", fetch, stats)
     assert new is not old and new is fetch.issued[-1]
-    assert stats.snapshot() == {"api_calls": 2, "hits": 3, "refreshes": 1, "failures": 0, "login_retries": 0}
+    assert stats.snapshot() == {"api_calls": 2, "hits": 3, "refreshes": 1, "failures": 0, "login_retries": 0, "host_errors": 0}
 
 
 def test_background_refresh_is_attributed_to_the_caller_that_triggered_it():
@@ -713,7 +713,7 @@ def test_stats_counters():
     s = CacheStats()
     s.incr("login_retries")
     s.incr("hits", 3)
-    assert s.snapshot() == {"api_calls": 0, "hits": 3, "refreshes": 0, "failures": 0, "login_retries": 1}
+    assert s.snapshot() == {"api_calls": 0, "hits": 3, "refreshes": 0, "failures": 0, "login_retries": 1, "host_errors": 0}
     assert "hits=3" in repr(s)
     with pytest.raises(ValueError):
         s.incr("bogus")  # type: ignore[arg-type]
@@ -759,17 +759,17 @@ def test_lazy_mode_past_the_stale_mark_blocks_on_one_fetch():
 
 
 def test_refresh_mode_auto_is_lazy_in_lambda_only():
-    from sqlalchemy_rs_iam.cache import run_inline
     from sqlalchemy_rs_iam.config import parse_config
-    from sqlalchemy_rs_iam.registry import refresh_spawn
+    from sqlalchemy_rs_iam.refresh import Background, Lazy
+    from sqlalchemy_rs_iam.registry import refresh_strategy
 
     def cfg(mode):
         return parse_config({"workgroup": "analytics", "refresh": mode}, database="dev")
 
-    assert refresh_spawn(cfg("auto"), {}) is None
-    assert refresh_spawn(cfg("auto"), {"AWS_LAMBDA_FUNCTION_NAME": "f"}) is run_inline
-    assert refresh_spawn(cfg("lazy"), {}) is run_inline
-    assert refresh_spawn(cfg("background"), {"AWS_LAMBDA_FUNCTION_NAME": "f"}) is None
+    assert isinstance(refresh_strategy(cfg("auto"), {}), Background)
+    assert isinstance(refresh_strategy(cfg("auto"), {"AWS_LAMBDA_FUNCTION_NAME": "f"}), Lazy)
+    assert isinstance(refresh_strategy(cfg("lazy"), {}), Lazy)
+    assert isinstance(refresh_strategy(cfg("background"), {"AWS_LAMBDA_FUNCTION_NAME": "f"}), Background)
 
 
 def test_lazy_refresh_that_fails_after_the_caller_was_frozen_never_hands_out_the_stale_value():

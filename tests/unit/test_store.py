@@ -1,20 +1,24 @@
-"""The host cache's files, permissions and time policy, on a temporary directory with a fake clock."""
+"""The host store on real files in a temporary directory, with a fake clock: permissions, the directory
+rule, and that every unusable file or failing operation is an absent entry (logged once, counted)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from sqlalchemy_rs_iam.counters import CacheStats
 from sqlalchemy_rs_iam.credentials import DbCredentials
 from sqlalchemy_rs_iam.errors import ConfigurationError
-from sqlalchemy_rs_iam.policy import RefreshPolicy
-from sqlalchemy_rs_iam.store import HostStore, default_cache_dir, key_name
+from sqlalchemy_rs_iam.store import LOCK_STRIPES, MAX_ENTRY_BYTES, HostStore, default_cache_dir, key_name
 
-POLICY = RefreshPolicy()
+NAME = key_name("credentials", "k")
+OTHER = key_name("credentials", "unrelated")
 
 
 class Clock:
@@ -25,19 +29,25 @@ class Clock:
         return self.t
 
 
-class Aws:
-    def __init__(self, clock: Clock) -> None:
-        self.clock, self.calls = clock, 0
-
-    def __call__(self) -> DbCredentials:
-        self.calls += 1
-        return DbCredentials("IAM:a", f"pw{self.calls}", self.clock.t + 900, None, self.clock.t)
+def creds(clock: Clock, n: int = 1) -> DbCredentials:
+    return DbCredentials("IAM:a", f"pw{n}", clock.t + 900, None, clock.t)
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> tuple[HostStore, Clock, Aws]:
-    clock = Clock()
-    return HostStore(tmp_path / "c", clock=clock, wait=0.2), clock, Aws(clock)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> HostStore:
+    return HostStore(tmp_path / "c", clock=clock, wait=0.2)
+
+
+def plant(store: HostStore, name: str, content: str | bytes, mode: int = 0o600) -> Path:
+    path = store.directory / f"{name}.json"
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    os.chmod(path, mode)
+    return path
 
 
 def test_directory_choice(tmp_path: Path) -> None:
@@ -51,65 +61,138 @@ def test_key_names_are_hashes_that_separate_keys() -> None:
     assert a != b and len(a) == 40 and "AKIA" not in a
 
 
-def test_adopt_refresh_by_one_and_block_when_stale(env: tuple[HostStore, Clock, Aws]) -> None:
-    store, clock, aws = env
-    first = store.credentials("k", "d", aws, POLICY)
-    assert aws.calls == 1 and not first.shared
-    adopted = store.credentials("k", "d", aws, POLICY)
-    assert aws.calls == 1 and adopted.shared and adopted.password == first.password
-    clock.t += 700  # past the refresh point, before the stale mark: the lock holder refreshes
-    with store._lock("k", blocking=True):  # another process holds it: serve the stored one, no call
-        assert store.credentials("k", "d", aws, POLICY).password == "pw1" and aws.calls == 1
-    assert store.credentials("k", "d", aws, POLICY).password == "pw2" and aws.calls == 2
-    clock.t += 900  # stale: block on the lock and fetch
-    assert store.credentials("k", "d", aws, POLICY).password == "pw3"
-
-
-def test_a_busy_lock_is_waited_for_a_bounded_time(env: tuple[HostStore, Clock, Aws]) -> None:
-    store, _, aws = env
-    with store._lock("k", blocking=True):
-        got = []
-        t = threading.Thread(target=lambda: got.append(store.credentials("k", "d", aws, POLICY)))
-        t.start()
-        t.join(5)
-    assert got and aws.calls == 1  # fetched on its own after `wait` (0.2 s), not stuck
-
-
-def test_files_are_private_and_atomic(env: tuple[HostStore, Clock, Aws]) -> None:
-    store, _, aws = env
-    store.credentials("k", "workgroup 'x'", aws, POLICY)
+def test_round_trip_files_private_and_atomic(store: HostStore, clock: Clock) -> None:
+    assert store.write_credentials(NAME, "workgroup 'x'", creds(clock))
+    got = store.read_credentials(NAME)
+    assert got is not None and got.password == "pw1" and got.shared
+    with store.lock(NAME, blocking=True) as mine:
+        assert mine
     assert oct(store.directory.stat().st_mode & 0o777) == "0o700"
     assert {oct(p.stat().st_mode & 0o777) for p in store.directory.iterdir()} == {"0o600"}
     assert not [p for p in store.directory.iterdir() if p.name.startswith(".tmp-")]
-
-
-def test_expired_and_corrupt_entries_are_dropped(env: tuple[HostStore, Clock, Aws]) -> None:
-    store, clock, aws = env
-    store.credentials("k", "d", aws, POLICY)
     clock.t += 901
-    assert store.read_credentials("k") is None and not (store.directory / "k.json").exists()
-    (store.directory / "k.json").write_text("{not json")
-    os.chmod(store.directory / "k.json", 0o600)
-    assert store.read_credentials("k") is None
-    assert not (store.directory / "k.json").exists()  # a corrupt entry is deleted
-    (store.directory / "k.json").write_text(json.dumps({"format": 1, "kind": "credentials", "user": 1}))
-    os.chmod(store.directory / "k.json", 0o600)
-    assert store.read_credentials("k") is None
+    assert store.read_credentials(NAME) is None and not (store.directory / f"{NAME}.json").exists()
 
 
-def test_refused_password_is_forgotten_only_if_still_stored(env: tuple[HostStore, Clock, Aws]) -> None:
-    store, _, aws = env
-    old = store.credentials("k", "d", aws, POLICY)
-    store.write_credentials("k", "d", aws())  # another process already replaced it
-    store.forget_credentials("k", old)
-    assert store.read_credentials("k") is not None
-    store.forget_credentials("k", store.read_credentials("k"))  # type: ignore[arg-type]
-    assert store.read_credentials("k") is None
+BAD = {
+    "torn": '{"format": 1, "kind": "credentials", "user": "IAM:a", "passw',
+    "nesting bomb": "[" * 60_000,  # over the size cap too
+    "small nesting bomb": "[" * 5_000 + "]" * 0,
+    "deep but small": '{"a":' * 3_000 + "1" + "}" * 3_000,
+    "not an object": "[1, 2]",
+    "wrong format": '{"format": 2}',
+    "expiration a list": '{"format": 1, "kind": "credentials", "expiration": [], "user": "u", "password": "p", "fetched_at": 1}',
+    "expiration a string": '{"format": 1, "kind": "credentials", "expiration": "abc"}',
+    "expiration a bool": '{"format": 1, "kind": "credentials", "expiration": true}',
+    "user a number": '{"format": 1, "kind": "credentials", "expiration": 1e12, "user": 1, "password": "p", "fetched_at": 1}',
+    "nan": '{"format": 1, "kind": "credentials", "expiration": NaN}',
+    "oversize": json.dumps({"format": 1, "kind": "credentials", "pad": "x" * MAX_ENTRY_BYTES}),
+    "not utf-8": b'{"format": 1, "kind": "\xff"}',
+}
 
 
-def test_unsafe_directories_and_files_are_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", BAD.values(), ids=BAD.keys())
+def test_unusable_entries_are_absent_logged_once_counted_and_swept(
+    store: HostStore, content: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    stats = CacheStats()
+    plant(store, NAME, content)
+    plant(store, OTHER, content)
+    with caplog.at_level(logging.WARNING, "sqlalchemy_rs_iam.store"):
+        assert store.read_credentials(NAME, stats) is None
+        assert stats.host_errors == 1 and store.errors == 1
+        assert str(store.directory / f"{NAME}.json") in caplog.text
+        assert len(caplog.records) == 1
+        assert [e.problem for e in store.entries() if e.name == OTHER] != [None]  # flagged, not fatal
+        assert store.sweep(stats) >= 1  # the unrelated bad entry does not stop the sweep: it is removed
+    assert not (store.directory / f"{OTHER}.json").exists()
+
+
+def test_each_failure_is_logged_once_but_counted_each_time(
+    store: HostStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    stats = CacheStats()
+    with caplog.at_level(logging.WARNING, "sqlalchemy_rs_iam.store"):
+        for _ in range(3):
+            plant(store, NAME, "{torn")
+            assert store.read_credentials(NAME, stats) is None
+    assert stats.host_errors == 3 and len(caplog.records) == 1
+
+
+def test_special_files_and_foreign_files_are_absent_without_blocking(
+    store: HostStore, tmp_path: Path
+) -> None:
+    stats = CacheStats()
+    os.mkfifo(store.directory / f"{NAME}.json", 0o600)  # opened O_NONBLOCK: no hang
+    assert store.read_credentials(NAME, stats) is None
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text('{"format": 1}')
+    (store.directory / f"{OTHER}.json").symlink_to(elsewhere)
+    assert store.read_credentials(OTHER, stats) is None
+    group = key_name("g")
+    plant(store, group, '{"format": 1}', mode=0o644)
+    assert store.read_credentials(group, stats) is None
+    foreign = key_name("f")
+    os.chown(plant(store, foreign, '{"format": 1}'), 65534, 65534)
+    assert store.read_credentials(foreign, stats) is None
+    assert stats.host_errors == 4 and elsewhere.exists()  # the symlink's target is never touched
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES])
+def test_write_errors_are_absent_entries_not_failures(
+    store: HostStore, clock: Clock, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    stats = CacheStats()
+
+    def failing(*_: object) -> int:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "write", failing)
+    assert store.write_credentials(NAME, "d", creds(clock), stats) is False
+    monkeypatch.undo()
+    assert stats.host_errors == 1 and store.read_credentials(NAME) is None
+    assert not [p for p in store.directory.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.ENOSPC])
+def test_a_lock_that_cannot_be_made_is_no_lock(
+    store: HostStore, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    stats = CacheStats()
+    real_open = os.open
+
+    def failing(path: str, flags: int, *args: object, **kwargs: object) -> int:
+        if str(path).startswith("lock-"):
+            raise OSError(code, os.strerror(code))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", failing)
+    with store.lock(NAME, blocking=True, stats=stats) as mine:
+        assert mine is False
+    assert stats.host_errors == 1
+
+
+def test_a_busy_lock_is_waited_for_a_bounded_time_and_counted(store: HostStore) -> None:
+    stats = CacheStats()
+    with store.lock(NAME, blocking=True) as mine:
+        assert mine
+        got: list[bool] = []
+
+        def other() -> None:
+            with store.lock(NAME, blocking=True, stats=stats) as theirs:
+                got.append(theirs)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(10)
+        with store.lock(NAME, blocking=False) as busy:
+            assert busy is False  # non-blocking and busy: normal, not an error
+    assert got == [False] and stats.host_errors == 1
+
+
+def test_unsafe_directories_are_refused(tmp_path: Path) -> None:
     open_dir = tmp_path / "open"
-    open_dir.mkdir(mode=0o755)
+    open_dir.mkdir()
     os.chmod(open_dir, 0o755)
     with pytest.raises(ConfigurationError, match="group or others") as info:
         HostStore(open_dir)
@@ -120,22 +203,100 @@ def test_unsafe_directories_and_files_are_refused(tmp_path: Path) -> None:
     link.symlink_to(private)
     with pytest.raises(ConfigurationError, match="symbolic link"):
         HostStore(link)
-    store = HostStore(private)
-    (private / "e.json").symlink_to(tmp_path / "elsewhere.json")
-    with pytest.raises(ConfigurationError, match="symbolic link"):
-        store.read_credentials("e")
-    (private / "g.json").write_text("{}")
-    os.chmod(private / "g.json", 0o644)
-    with pytest.raises(ConfigurationError, match="group or others"):
-        store.read_credentials("g")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # world-writable, no sticky bit: another user could swap what is inside
+    with pytest.raises(ConfigurationError, match="sticky"):
+        HostStore(shared / "cache")
+    os.chmod(shared, 0o1777)  # as /tmp: allowed
+    HostStore(shared / "cache")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(ConfigurationError, match="owned by uid 65534"):
+        HostStore(theirs / "cache")
 
 
-def test_entries_show_no_secret_and_clear_empties(env: tuple[HostStore, Clock, Aws]) -> None:
-    store, _, aws = env
-    creds = store.credentials("k", "workgroup 'x' db dev", aws, POLICY)
-    store.endpoint("e", "endpoint of workgroup 'x'", lambda: ("h", 5439), 3600)
+def test_a_swapped_path_changes_nothing(store: HostStore, clock: Clock, tmp_path: Path) -> None:
+    moved = tmp_path / "moved"
+    os.rename(store.directory, moved)
+    decoy = tmp_path / "decoy"
+    decoy.mkdir(mode=0o700)
+    store.directory.symlink_to(decoy)
+    assert store.write_credentials(NAME, "d", creds(clock))
+    assert (moved / f"{NAME}.json").exists() and list(decoy.iterdir()) == []
+
+
+def test_refused_password_is_forgotten_only_if_still_stored(store: HostStore, clock: Clock) -> None:
+    old = creds(clock, 1)
+    store.write_credentials(NAME, "d", creds(clock, 2))  # another process already replaced it
+    store.forget_credentials(NAME, old)
+    stored = store.read_credentials(NAME)
+    assert stored is not None
+    store.forget_credentials(NAME, stored)
+    assert store.read_credentials(NAME) is None
+
+
+def test_endpoints_round_trip_and_bad_ports(store: HostStore) -> None:
+    name = key_name("endpoint", "k")
+    assert store.write_endpoint(name, "endpoint of 'x'", ("h", 5439), 3600)
+    assert store.read_endpoint(name) == ("h", 5439)
+    plant(store, name, '{"format": 1, "kind": "endpoint", "expiration": 1e12, "host": "h", "port": true}')
+    assert store.read_endpoint(name) is None
+
+
+def test_files_are_bounded_after_a_thousand_expired_keys_and_one_sweep(
+    store: HostStore, clock: Clock
+) -> None:
+    for i in range(1000):
+        name = key_name("credentials", "per-request", i)
+        with store.lock(name, blocking=True):
+            store.write_credentials(name, "d", creds(clock))
+    live = key_name("credentials", "live")
+    clock.t += 901
+    store.write_credentials(live, "d", DbCredentials("u", "p", clock.t + 900, None, clock.t))
+    store.sweep()
+    files = os.listdir(store.directory)
+    assert len(files) <= LOCK_STRIPES + 1, len(files)
+    assert f"{live}.json" in files
+
+
+def test_entries_show_no_secret_flag_bad_ones_and_clear_keeps_held_locks(
+    store: HostStore, clock: Clock
+) -> None:
+    c = creds(clock)
+    store.write_credentials(NAME, "workgroup 'x' db dev", c)
+    store.write_endpoint(key_name("e"), "endpoint of workgroup 'x'", ("h", 5439), 3600)
+    plant(store, OTHER, '{"format": 1, "kind": "credentials", "expiration": "abc"}')
     listed = store.entries()
-    assert {e.kind for e in listed} == {"credentials", "endpoint"}
-    assert creds.password not in repr(listed)
-    assert store.endpoint("e", "d", lambda: pytest.fail("cached"), 3600) == ("h", 5439)
-    assert store.clear() == 2 and store.entries() == []
+    assert sorted(e.kind for e in listed if e.problem is None) == ["credentials", "endpoint"]
+    assert [e.problem for e in listed if e.name == OTHER] == ["field 'expiration' is not a number"]
+    assert c.password not in repr(listed)
+    held = key_name("held")
+    with store.lock(held, blocking=True):
+        with store.lock(NAME, blocking=True):
+            pass
+        assert store.clear() == 3
+        locks = [p.name for p in store.directory.iterdir()]
+        assert locks == [f"lock-{int(held[:8], 16) % LOCK_STRIPES:02d}.lock"]  # held: kept
+    assert store.entries() == []
+
+
+def test_clear_while_a_process_waits_gives_no_two_holders(store: HostStore) -> None:
+    order: list[str] = []
+    with store.lock(NAME, blocking=True):
+        waiter_holds = threading.Event()
+
+        def waiter() -> None:
+            with store.lock(NAME, blocking=True) as mine:
+                order.append(f"waiter {mine}")
+                waiter_holds.set()
+                with store.lock(NAME, blocking=False) as other:
+                    order.append(f"other {other}")
+
+        store.wait = 5.0
+        t = threading.Thread(target=waiter)
+        t.start()
+        store.clear()  # cannot delete the held lock
+    t.join(10)
+    assert order == ["waiter True", "other False"]
