@@ -193,3 +193,16 @@ def test_host_tier_refused_and_unreachable_drop_both_tiers() -> None:
     tier.unreachable(endpoint)
     assert endpoint.name not in store.entries
     assert tier.endpoint(endpoint, None, block=True) == ("h", 1) and len(resolved) == 2
+
+
+def test_the_connector_knows_nothing_of_files() -> None:
+    import ast
+    from pathlib import Path
+
+    import sqlalchemy_rs_iam.connector as connector
+
+    tree = ast.parse(Path(connector.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    assert not imported & {"store", "hostdir", "os", "fcntl", "json"}, imported
