@@ -118,7 +118,14 @@ def test_hit_and_miss_counts():
     cache, clock, _ = make()
     fetch, stats = Fetcher(clock), CacheStats()
     first = cache.get("k", fetch, stats)
-    assert stats.snapshot() == {"api_calls": 1, "hits": 0, "refreshes": 0, "failures": 0, "login_retries": 0, "host_errors": 0}
+    assert stats.snapshot() == {
+        "api_calls": 1,
+        "hits": 0,
+        "refreshes": 0,
+        "failures": 0,
+        "login_retries": 0,
+        "host_errors": 0,
+    }
     for _ in range(5):
         clock.advance(10)
         assert cache.get("k", fetch, stats) is first
@@ -213,7 +220,14 @@ def test_background_refresh_serves_old_credential_meanwhile():
     pending.run_all()
     new = cache.get("k", fetch, stats)
     assert new is not old and new is fetch.issued[-1]
-    assert stats.snapshot() == {"api_calls": 2, "hits": 3, "refreshes": 1, "failures": 0, "login_retries": 0, "host_errors": 0}
+    assert stats.snapshot() == {
+        "api_calls": 2,
+        "hits": 3,
+        "refreshes": 1,
+        "failures": 0,
+        "login_retries": 0,
+        "host_errors": 0,
+    }
 
 
 def test_background_refresh_is_attributed_to_the_caller_that_triggered_it():
@@ -713,7 +727,14 @@ def test_stats_counters():
     s = CacheStats()
     s.incr("login_retries")
     s.incr("hits", 3)
-    assert s.snapshot() == {"api_calls": 0, "hits": 3, "refreshes": 0, "failures": 0, "login_retries": 1, "host_errors": 0}
+    assert s.snapshot() == {
+        "api_calls": 0,
+        "hits": 3,
+        "refreshes": 0,
+        "failures": 0,
+        "login_retries": 1,
+        "host_errors": 0,
+    }
     assert "hits=3" in repr(s)
     with pytest.raises(ValueError):
         s.incr("bogus")  # type: ignore[arg-type]
