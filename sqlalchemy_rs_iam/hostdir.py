@@ -26,7 +26,10 @@ from .errors import ConfigurationError
 
 __all__ = ["check_ancestor", "check_private_dir", "open_private_dir", "refuse"]
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# getattr: POSIX-only flags (cache=host is refused on Windows before this is used)
+_DIR_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 def refuse(path: Path | str, why: str) -> ConfigurationError:

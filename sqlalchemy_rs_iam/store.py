@@ -25,8 +25,8 @@ hang them), check ``S_ISREG``, the owner and the mode with ``fstat`` and cap the
 
 **Bounded files.** Entries are ``<40 hex>.json``, written 0600 and atomically (temporary file + rename).
 Cross-process single flight uses :data:`LOCK_STRIPES` fixed lock files (``lock-NN.lock``, a key's stripe
-from its name; ``flock``, so a lock dies with its process). A sweep (at most once a minute per process,
-after a write, and on ``rs-iam cache list``) deletes expired and unusable entries and temporary files
+from its name; ``flock``, so a lock dies with its process). A sweep (after a write, at most once a minute
+per process) deletes expired and unusable entries and temporary files
 older than a minute. After any number of keys expire and one sweep the directory holds at most: the live
 entries + 32 lock files + one temporary file per write in progress.
 
@@ -49,6 +49,7 @@ import secrets
 import stat
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ from .counters import CacheStats
 from .credentials import DbCredentials
 from .errors import ConfigurationError
 from .hostdir import open_private_dir
+from .policy import Clock
 
 try:
     import fcntl
@@ -76,9 +78,11 @@ _TMP_AGE = 60.0  # a temporary file older than this was left by a process killed
 _SWEEP_EVERY = 60.0
 _MAX_WARNED = 1024
 _ENTRY = re.compile(r"[0-9a-f]{40}\.json")
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# getattr: these flags are POSIX-only, and this module is imported (not used) on Windows too
+_SAFE = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _SAFE
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | _SAFE
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _SAFE
 
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -161,7 +165,7 @@ class HostStore:
     """The host cache directory of this OS user, held open. One per directory per process (the
     registry's); ``wait`` bounds every wait for another process's lock."""
 
-    def __init__(self, directory: Path, *, clock: Any = time.time, wait: float = 30.0) -> None:
+    def __init__(self, directory: Path, *, clock: Clock = time.time, wait: float = 30.0) -> None:
         if fcntl is None:  # pragma: no cover - Windows
             raise ConfigurationError(
                 "cache", "cache=host needs a POSIX system (flock locks); use cache=process"
@@ -309,12 +313,17 @@ class HostStore:
         self._maybe_sweep(stats)
         return True
 
+    @staticmethod
+    def lock_file(name: str) -> str:
+        """The lock file (one of :data:`LOCK_STRIPES`) that serialises fetches of ``name``."""
+        return f"lock-{zlib.crc32(name.encode()) % LOCK_STRIPES:02d}.lock"
+
     @contextlib.contextmanager
     def lock(self, name: str, *, blocking: bool, stats: CacheStats | None = None) -> Iterator[bool]:
         """Hold the lock of ``name``'s stripe (yields True). False at once when ``blocking=False`` and it is
         busy; False after ``wait`` seconds of a blocking wait, or when no lock can be had at all (both
         counted as errors): the caller then goes on without it."""
-        file = f"lock-{int(name[:8], 16) % LOCK_STRIPES:02d}.lock"
+        file = self.lock_file(name)
         deadline = time.monotonic() + self.wait
         fd = -1
         try:

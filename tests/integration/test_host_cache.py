@@ -138,7 +138,7 @@ def test_a_process_killed_while_holding_the_lock_blocks_nobody(rs: RedshiftStand
         [sys.executable, "-c", (
             "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600); "
             "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)"
-        ), str(entry.with_suffix(".lock"))],
+        ), str(cache_dir / HostStore.lock_file(entry.stem))],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

@@ -278,7 +278,7 @@ def test_entries_show_no_secret_flag_bad_ones_and_clear_keeps_held_locks(
             pass
         assert store.clear() == 3
         locks = [p.name for p in store.directory.iterdir()]
-        assert locks == [f"lock-{int(held[:8], 16) % LOCK_STRIPES:02d}.lock"]  # held: kept
+        assert locks == [store.lock_file(held)]  # held: kept
     assert store.entries() == []
 
 
