@@ -143,7 +143,9 @@ def _cache_dir() -> Path | None:
 
 
 def _bundle_content() -> bytes:
-    import certifi  # a botocore dependency, so always installed with this package
+    # Declared in pyproject: botocore does not depend on certifi (urllib3 uses the OS store), and the
+    # OS store may lack Amazon Trust Services on slim images; certifi's copy of Mozilla's roots has them.
+    import certifi
 
     parts = [Path(certifi.where()).read_bytes()]
     for package, resource in (

@@ -42,6 +42,7 @@ import logging
 import secrets
 import ssl
 import struct
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -110,6 +111,27 @@ def _message(kind: bytes, body: bytes) -> bytes:
 
 def _auth_request(code: int, extra: bytes = b"") -> bytes:
     return _message(b"R", _INT32.pack(code) + extra)
+
+
+async def _start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext) -> None:
+    """Upgrade a server-side stream to TLS in place: ``StreamWriter.start_tls`` where it exists (3.11+).
+
+    Python 3.10 has only the loop's ``start_tls``; it returns a new transport, which the writer and its
+    protocol must then write to (what 3.11's method does internally).
+    """
+    if sys.version_info >= (3, 11):
+        await writer.start_tls(context)
+        return
+    await writer.drain()
+    protocol = writer.transport.get_protocol()
+    transport = await asyncio.get_running_loop().start_tls(
+        writer.transport, protocol, context, server_side=True
+    )
+    if transport is None:  # the peer closed during the handshake
+        raise ConnectionResetError("connection closed during the TLS handshake")
+    writer._transport = transport  # type: ignore[attr-defined, unused-ignore]
+    protocol._transport = transport  # type: ignore[attr-defined, unused-ignore]
+    protocol._over_ssl = True  # type: ignore[attr-defined, unused-ignore]
 
 
 def _error_response(sqlstate: str, text: str, severity: str = "FATAL") -> bytes:
@@ -369,7 +391,7 @@ class RedshiftFront:
             with contextlib.suppress(ConnectionError):
                 cwriter.write(_error_response("08P01", "invalid startup or authentication message"))
             aborted = False
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, ssl.SSLError):
             aborted = False  # a peer went away, stalled or failed the TLS handshake; nothing to tell anyone
         finally:
             self._sessions.discard(task)
@@ -407,7 +429,7 @@ class RedshiftFront:
                 if creader._buffer:  # type: ignore[attr-defined]  # bytes sent before 'S': CVE-2021-23222
                     raise _ProtocolViolation("unencrypted data after SSLRequest")
                 # A failed handshake (wrong CA on the client, plain bytes) raises ssl.SSLError -> ends quietly.
-                await cwriter.start_tls(self._ssl_context)
+                await _start_tls(cwriter, self._ssl_context)
                 encrypted = True
                 continue
             if code in (_SSL_REQUEST, _GSSENC_REQUEST):
@@ -443,7 +465,7 @@ class RedshiftFront:
             _, writer = await asyncio.wait_for(
                 asyncio.open_connection(*self._upstream), self._connect_timeout
             )
-        except (OSError, TimeoutError):
+        except (OSError, asyncio.TimeoutError):
             _log.debug("could not forward a cancel request: upstream unreachable")
             return
         try:
@@ -455,7 +477,7 @@ class RedshiftFront:
     async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
             return await asyncio.wait_for(asyncio.open_connection(*self._upstream), self._connect_timeout)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, asyncio.TimeoutError) as exc:
             _log.debug("upstream %s:%s unreachable: %s", *self._upstream, type(exc).__name__)
             raise _LoginRefused(
                 _error_response("08006", "could not connect to the database server behind the Redshift front")

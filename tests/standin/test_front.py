@@ -621,7 +621,7 @@ def test_cancel_request_reaches_upstream_asyncpg(front: RedshiftFront, pg: PG, n
         try:
             # On timeout asyncpg sends a CancelRequest on a new connection; the session stays usable only if
             # the backend really stopped sleeping (otherwise the next query waits out the 60 s).
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):
                 await conn.execute("select pg_sleep(60)", timeout=1.0)
             assert await conn.fetchval("select current_user") == role
         finally:

@@ -83,7 +83,7 @@ def test_asyncpg_gets_a_verifying_context_with_the_bundle() -> None:
 
 
 def test_asyncpg_sslrootcert_is_translated(tmp_path: Path) -> None:
-    import trustme
+    trustme = pytest.importorskip("trustme", reason="makes the test CA ([testing] extra)")
 
     ca_file = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca_file))
@@ -110,7 +110,11 @@ def test_bundle_holds_certifi_and_the_redshift_bundles() -> None:
         ("redshift_connector", "files/redshift-ca-bundle.crt"),
         ("sqlalchemy_redshift", "redshift-ca-bundle.crt"),
     ):
-        assert resources.files(package).joinpath(name).read_bytes().strip() in content
+        try:
+            bundle = resources.files(package).joinpath(name).read_bytes()
+        except ModuleNotFoundError:
+            continue  # that driver extra is not installed: its bundle is rightly absent
+        assert bundle.strip() in content
 
 
 def test_bundle_is_written_once_privately(tmp_path: Path) -> None:
