@@ -9,6 +9,8 @@ runs AWS calls in a worker thread.
     RS_IAM_URL="postgresql+psycopg_async:///dev?plugin=rs_iam&workgroup=analytics&region=us-east-1" \\
         uvicorn examples.fastapi_app:app
 
+    python examples/fastapi_app.py [URL]   # serves on 127.0.0.1:8000 (PORT=...); no URL: the local stand-in
+
 The data functions take an engine and do not import FastAPI, so they run (and are tested) without it.
 """
 
@@ -95,3 +97,16 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         return create_app()
     raise AttributeError(name)
+
+
+if __name__ == "__main__":
+    import uvicorn
+    from _common import engine_url
+
+    def async_url(rs: Any) -> str:
+        return str(rs.url("psycopg")).replace("postgresql+psycopg:", "postgresql+psycopg_async:", 1)
+
+    with engine_url(async_url) as url:
+        port = int(os.environ.get("PORT", "8000"))
+        print(f"serving http://127.0.0.1:{port}/sales and /healthz (Ctrl-C to stop)", flush=True)
+        uvicorn.run(create_app(url), host="127.0.0.1", port=port, log_level="warning")

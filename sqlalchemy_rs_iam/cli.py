@@ -8,7 +8,7 @@ same code; results on stdout, progress and errors on stderr, a distinct exit cod
     eval "$(rs-iam env --workgroup analytics --database dev)" && psql
     rs-iam standin --help          # the local Redshift stand-in, in the foreground
 
-Exit codes (see docs/cli.md): 0 ok, 1 unexpected error, 2 usage or configuration error, 3 AWS refused
+Exit codes (see docs/cli.md, online: the URL in DOCS_URL): 0 ok, 1 unexpected error, 2 usage or configuration error, 3 AWS refused
 (not found, access denied, invalid request, no AWS credentials), 4 AWS unreachable / throttled / failing,
 5 database connect, login or query failure, 130 interrupted.
 """
@@ -53,6 +53,10 @@ EXIT_INTERRUPTED = 130
 # URL parameters that become options. "iam" is redshift_connector's own switch: meaningless here.
 _OPTION_PARAMETERS = tuple(p for p in PARAMETERS if p != "iam")
 _FLAG_OF_PART = {"host": "--host", "port": "--port", "username": "--user", "database": "--database"}
+
+
+# Where the documentation lives for a pip install (the wheel carries no docs/ folder).
+DOCS_URL = "https://github.com/sqlalchemy-rs-iam/sqlalchemy-rs-iam/blob/main/docs/cli.md"
 
 
 def flag(parameter: str) -> str:
@@ -192,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rs-iam",
         description="Amazon Redshift IAM temporary credentials: fetch, check, export for psql.",
         epilog="Exit codes: 0 ok, 1 unexpected, 2 usage/config, 3 AWS refused, 4 AWS unavailable, "
-        "5 database, 130 interrupted. Docs: docs/cli.md",
+        "5 database, 130 interrupted. Docs: " + DOCS_URL,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
@@ -565,6 +569,16 @@ def cmd_cache(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 
 def cmd_standin(argv: Sequence[str]) -> int:
+    from importlib.util import find_spec
+
+    # The stand-in imports these only once it starts: check first, so a missing extra is one clear line.
+    missing = [name for name in ("psycopg2", "trustme", "certifi") if find_spec(name) is None]
+    if missing:
+        raise CliError(
+            EXIT_CONFIG,
+            f"`rs-iam standin` needs the [testing] extra ({', '.join(missing)} not installed): "
+            'pip install "sqlalchemy-rs-iam[testing]", and PostgreSQL server binaries',
+        )
     try:
         from .testing.foreground import run_standin
     except ImportError as exc:

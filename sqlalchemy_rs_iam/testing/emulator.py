@@ -80,7 +80,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ACCOUNT = "123456789012"
 
-# AWS's constraints, transcribed here from the API references (/work/shared/seeds 003, 004) and botocore's
+# AWS's constraints, transcribed here from the AWS API references (GetCredentials, GetClusterCredentials) and botocore's
 # service models -- deliberately NOT imported from sqlalchemy_rs_iam.config, so that a wrong client-side
 # pattern fails against the emulator instead of agreeing with itself. AWS's patterns are ASCII (Java regex
 # classes), hence re.ASCII; lengths are checked separately, as AWS reports them separately.

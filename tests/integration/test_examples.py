@@ -166,3 +166,50 @@ def test_lambda_handler_example_runs_without_the_lambda_runtime(rs_standin_clean
     out = run_example("lambda_handler.py", rs.url(), rs.aws_env())
     assert "175.25" in out and "250.5" in out
     assert len(rs.emulator.calls_for("GetCredentials")) == 2  # after_restore() between the two invocations
+
+
+def test_fastapi_example_serves_when_run_directly(rs_standin_clean: RedshiftStandIn) -> None:
+    """`python examples/fastapi_app.py URL` serves (it used to import, define the app and exit 0)."""
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    pytest.importorskip("uvicorn")
+    rs = rs_standin_clean
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = rs.url("psycopg").replace("postgresql+psycopg:", "postgresql+psycopg_async:", 1)
+    env = {
+        **os.environ,
+        **rs.aws_env(),
+        "PORT": str(port),
+        "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "fastapi_app.py"), url],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        health = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert proc.poll() is None, "the example exited instead of serving"
+        assert health is not None and health.status_code == 200, health
+        assert health.json()["db_user"] == f"IAM:{rs.identities['rs-iam-a'].principal}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert f"serving http://127.0.0.1:{port}/sales" in out
