@@ -41,7 +41,7 @@ RC_IAM_PARAMETERS: Mapping[str, str] = {
     "is_serverless": "use workgroup= or a serverless endpoint host (serverless is implied)",
     "endpoint_url": "use aws_endpoint_url=",
     "iam_duration": "use duration_seconds=",
-    "iam_disable_cache": "use cache=none",
+    "iam_disable_cache": "remove it: credentials are always cached (sqlalchemy_rs_iam.reset() forgets them)",
     "access_key_id": f"use {_KEYS}",
     "secret_access_key": f"use {_KEYS}",
     "session_token": f"use {_KEYS}",
@@ -49,6 +49,7 @@ RC_IAM_PARAMETERS: Mapping[str, str] = {
     "force_lowercase": "give db_groups= in lowercase",
     "group_federation": f"use {_IDP}; group federation is not supported",
     "credentials_provider": f"use {_IDP}",
+    "plugin_name": f"use {_IDP}",
     "web_identity_token": "use a botocore profile with web_identity_token_file (or AWS_WEB_IDENTITY_TOKEN_FILE)",
     **{
         name: f"use {_IDP}"
