@@ -13,12 +13,16 @@ A near-miss of one of this package's names (``workgrop``) gets "did you mean"; a
 (``connect_timeout``, close to ``aws_connect_timeout``) is never refused. Values are never read, so a
 secret given as ``secret_access_key=...`` is never echoed.
 
-Pure: no I/O, no driver import.
+Pure apart from one cached look at the installed drivers' parameter names, taken only for a name that is
+close to one of ours and not in the static list.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
+import inspect
 from collections.abc import Iterable, Mapping
 
 from .config import PARAMETERS
@@ -184,13 +188,28 @@ def check_driver_params(names: Iterable[str], *, where: str) -> None:
     for name in sorted(names):
         if name in RC_IAM_PARAMETERS:
             raise _refusal(name, where)
-        if name in _DRIVER_NAMES or name in _URL_ONLY:
+        if name in _DRIVER_NAMES or name in _URL_ONLY or name in _installed_driver_names():
             continue
         close = difflib.get_close_matches(name, PARAMETERS, n=1, cutoff=0.8)
         if close:
             raise ConfigurationError(
                 name, f"is not a parameter of rs_iam or of the driver ({where}); did you mean {close[0]}=?"
             )
+
+
+@functools.cache
+def _installed_driver_names() -> frozenset[str]:
+    """What the installed drivers really take (libpq's keywords of this libpq version, the signatures)."""
+    names: set[str] = set()
+    # A driver that is not installed (or psycopg without a libpq) leaves the static list to stand.
+    with contextlib.suppress(Exception):
+        import psycopg
+
+        names.update(d.keyword.decode() for d in psycopg.pq.Conninfo.get_defaults())
+    for module in ("asyncpg", "redshift_connector"):
+        with contextlib.suppress(Exception):
+            names.update(inspect.signature(__import__(module).connect).parameters)
+    return frozenset(names - set(RC_IAM_PARAMETERS))
 
 
 def check_connect_args(connect_args: Mapping[str, object]) -> None:

@@ -153,3 +153,14 @@ def test_none_plugin_keyword_is_absent() -> None:
         workgroup="analytics", region="us-east-1", database="dev", aws_profile=None, iam=None
     )
     assert a.config == b.config
+
+
+def test_no_parameter_of_the_installed_drivers_is_taken_for_a_typo() -> None:
+    import asyncpg
+    import psycopg
+    import redshift_connector
+
+    names = {d.keyword.decode() for d in psycopg.pq.Conninfo.get_defaults()}
+    names |= set(inspect.signature(asyncpg.connect).parameters)
+    names |= set(inspect.signature(redshift_connector.connect).parameters) - set(RC_IAM_PARAMETERS)
+    check_driver_params(names, where="URL query")  # raises on the first one refused
