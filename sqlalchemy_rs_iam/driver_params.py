@@ -219,8 +219,8 @@ def check_connect_args(connect_args: Mapping[str, object]) -> None:
     ``iam`` false is harmless; rs_iam's own parameters belong in the URL query.
     """
     for name in sorted(connect_args):
-        value = connect_args[name]
-        if value is None or (name == "iam" and value is False):
+        # No local holds the value: a traceback printed with its locals must not show a secret key.
+        if connect_args[name] is None or (name == "iam" and connect_args[name] is False):
             continue
         if name in _URL_ONLY:
             raise ConfigurationError(
