@@ -19,6 +19,7 @@ from typing import Any
 from .config import PARAMETERS, parse_config
 from .connector import IamConnector
 from .credentials import DbCredentials
+from .driver_params import check_driver_params, drop_none
 from .errors import ConfigurationError
 from .registry import REGISTRY
 
@@ -37,6 +38,7 @@ def get_connector(
     One per configuration and boto3 ``session`` (held weakly, never confused with a later session that
     reuses its memory); the registry bounds how many are kept.
     """
+    drop_none(params)  # a None keyword is an absent one, as in connect()
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
         raise ConfigurationError(unknown[0], f"not a parameter of rs_iam (known: {', '.join(PARAMETERS)})")
@@ -59,9 +61,11 @@ def connect(
 
     ``session`` is an optional ``boto3.Session`` to use instead of the default credential chain.
     """
+    drop_none(kwargs)  # ssl=None is absent (verified TLS), never an opt-out
     if "password" in kwargs:
         raise ConfigurationError("password", "must not be given: rs_iam fetches a temporary password")
     plugin_params = {name: kwargs.pop(name) for name in PARAMETERS if name in kwargs}
+    check_driver_params(kwargs, where="connect() keyword")  # rc's IAM names would be ignored: refuse
     conn = get_connector(database=database, host=host, port=port, user=user, session=session, **plugin_params)
     conn.recheck_identity()  # a change of the AWS configuration is seen by the next connect()
     import redshift_connector

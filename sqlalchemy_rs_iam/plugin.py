@@ -35,6 +35,7 @@ from sqlalchemy.engine import URL, CreateEnginePlugin, Engine, ExceptionContext
 
 from .config import FORBIDDEN_QUERY_PARAMETERS, PARAMETERS, parse_bool, parse_config, parse_int
 from .credentials import DbCredentials
+from .driver_params import check_connect_args, check_driver_params, drop_none
 from .errors import ConfigurationError
 from .registry import REGISTRY, connector_for, stats
 from .transport import secure_connect_params
@@ -51,6 +52,10 @@ class RedshiftIAMPlugin(CreateEnginePlugin):
     def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
         super().__init__(url, kwargs)
         session = kwargs.pop("rs_iam_session", None)
+        # redshift_connector's IAM names (and near-misses of ours) would be ignored by the driver: refuse them.
+        ours = {*PARAMETERS, *FORBIDDEN_QUERY_PARAMETERS, "plugin"}
+        check_driver_params([name for name in url.query if name not in ours], where="URL query")
+        check_connect_args(kwargs.get("connect_args") or {})
         # A query password is read only to be refused (config names it, never echoing the value).
         params = {
             name: url.query[name] for name in PARAMETERS + FORBIDDEN_QUERY_PARAMETERS if name in url.query
@@ -82,6 +87,7 @@ class RedshiftIAMPlugin(CreateEnginePlugin):
         driver = getattr(dialect, "driver", "")
         base = dict(cparams)
         base.pop("password", None)
+        drop_none(base)  # connect_args={"sslmode": os.getenv(...)} unset is absent, never a TLS opt-out
         if driver == "redshift_connector":
             _coerce_redshift_connector_params(base)
             base["iam"] = False  # the plugin does IAM; the driver must not do it again on top

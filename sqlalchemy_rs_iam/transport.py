@@ -68,6 +68,9 @@ def secure_connect_params(driver: str, dialect_name: str, cparams: MutableMappin
     >>> p = {"ssl": "disable"}; secure_connect_params("asyncpg", "postgresql", p); p
     {'ssl': 'disable'}
     """
+    for name in ("ssl", "sslmode", "sslrootcert"):
+        if name in cparams and cparams[name] is None:
+            del cparams[name]  # None is absent (an unset os.getenv), never an opt-out
     if driver == "redshift_connector":
         if "sslmode" not in cparams and _truthy(cparams.get("ssl", True)):
             cparams["sslmode"] = "verify-full"
